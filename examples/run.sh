@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install flask_execute into .venv and run the example app: it starts its own local
+# workers (Redis at localhost:6379 if it answers, else a filesystem broker under the
+# instance folder), submits work, prints the results and stops its workers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+cd examples
+exec ../.venv/bin/python app.py "$@"

@@ -1,0 +1,69 @@
+"""Translate the Flask config's ``CELERY_*`` keys into Celery settings.
+
+Celery's own tables do the work: ``celery.app.defaults._TO_NEW_KEY`` maps the old
+upper-case names (``CELERY_ALWAYS_EAGER``, ``CELERYD_CONCURRENCY``, ``BROKER_URL``...)
+and ``SETTING_KEYS`` lists the new names, which the Flask config may spell with a
+``CELERY_`` namespace (``CELERY_TASK_ALWAYS_EAGER``, ``CELERY_BROKER_URL``), the same
+convention as ``config_from_object(..., namespace="CELERY")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from celery.app.defaults import _TO_NEW_KEY, SETTING_KEYS
+
+logger = logging.getLogger("flask_execute")
+
+_PREFIXES = ("CELERY", "BROKER_")
+
+
+def celery_setting_name(key: str) -> str | None:
+    """Return the new-style Celery setting a Flask config key stands for, or ``None``.
+
+    >>> celery_setting_name("CELERY_ALWAYS_EAGER")
+    'task_always_eager'
+    >>> celery_setting_name("CELERY_TASK_ALWAYS_EAGER")
+    'task_always_eager'
+    """
+    new: str | None = _TO_NEW_KEY.get(key)
+    if new is not None:
+        return new
+    if key.startswith("CELERY_"):
+        candidate = key[len("CELERY_") :].lower()
+        if candidate in SETTING_KEYS:
+            return candidate
+    return None
+
+
+def celery_settings(config: Mapping[str, Any], own_keys: Iterable[str]) -> dict[str, Any]:
+    """Collect every Celery setting of a Flask config, in the new spelling.
+
+    :param config: the Flask config.
+    :param own_keys: the extension's own keys, which are never forwarded.
+
+    An unknown ``CELERY_*`` key is logged with the closest known spelling, not
+    forwarded: Celery would ignore it silently.
+    """
+    own = set(own_keys)
+    settings: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in own or not key.startswith(_PREFIXES):
+            continue
+        name = celery_setting_name(key)
+        if name is None:
+            if key.startswith("CELERY"):
+                _warn_unknown(key, own)
+            continue
+        settings[name] = value
+    return settings
+
+
+def _warn_unknown(key: str, own: set[str]) -> None:
+    known = own | set(_TO_NEW_KEY) | {f"CELERY_{k.upper()}" for k in SETTING_KEYS}
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    logger.warning("Ignoring unknown Celery setting %s%s", key, hint)

@@ -1,0 +1,96 @@
+"""Find the Flask application for a worker, and tell a worker how to find it.
+
+Loading is Flask's own discovery (:class:`flask.cli.ScriptInfo`): ``FLASK_APP`` as
+``module``, ``module:app``, ``module:create_app()`` or ``path/to/app.py``, else
+``app.py``/``wsgi.py`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from flask import Flask
+from flask.cli import ScriptInfo
+
+from flask_execute.errors import ConfigurationError
+from flask_execute.markers import NAME
+from flask_execute.runtime import WORKER_ENV, AppState
+
+if TYPE_CHECKING:
+    import celery
+
+#: Environment variable naming the app for a worker; falls back to ``FLASK_APP``.
+APP_ENV = "FLASK_EXECUTE_APP"
+
+_FACTORIES = ("create_app", "make_app")
+
+
+def load_app(import_path: str | None = None) -> Flask:
+    """Load the Flask application a worker serves, marking this process as a worker."""
+    os.environ[WORKER_ENV] = "1"
+    path = import_path or os.environ.get(APP_ENV) or os.environ.get("FLASK_APP")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `flask` does, so `FLASK_APP=app` imports
+    return ScriptInfo(app_import_path=path).load_app()
+
+
+def load_celery_app(import_path: str | None = None) -> celery.Celery:
+    """Return the Celery application of the Flask app (``-A flask_execute.celery``)."""
+    app = load_app(import_path)
+    if NAME not in app.extensions:
+        raise ConfigurationError(
+            f"the Flask app {app.name!r} does not use flask_execute: call Celery(app) or "
+            "celery.init_app(app) where the app is created."
+        )
+    return AppState.of(app).celery_app
+
+
+def app_import_path(app: Flask) -> str:
+    """Return an import path under which a new process loads this very app.
+
+    ``FLASK_APP`` (or the path the ``flask`` command was given) wins; else the module
+    that created the app, with the attribute holding it, or with its factory; a script
+    run as ``python app.py`` is named by its file path.
+    """
+    for candidate in (os.environ.get(APP_ENV), _cli_import_path(), os.environ.get("FLASK_APP")):
+        if candidate:
+            return candidate
+    module = sys.modules.get(app.import_name)
+    if module is None:
+        raise _undiscoverable(app)
+    if app.import_name == "__main__":
+        file = getattr(module, "__file__", None)
+        if not file:
+            raise _undiscoverable(app)
+        location = os.path.abspath(file)
+    else:
+        location = app.import_name
+    for attr, value in vars(module).items():
+        if value is app and not attr.startswith("_"):
+            return f"{location}:{attr}"
+    for factory in _FACTORIES:
+        if callable(getattr(module, factory, None)):
+            return f"{location}:{factory}()"
+    raise _undiscoverable(app)
+
+
+def _cli_import_path() -> str | None:
+    try:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+    except Exception:  # pragma: no cover - click always importable with Flask
+        return None
+    if ctx is None:
+        return None
+    info = ctx.find_object(ScriptInfo)
+    return info.app_import_path if info is not None else None
+
+
+def _undiscoverable(app: Flask) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot tell workers how to load the Flask app {app.name!r}: set FLASK_APP "
+        "(e.g. FLASK_APP='mypackage:create_app') before starting workers."
+    )

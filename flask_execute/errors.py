@@ -1,0 +1,73 @@
+"""Exception types raised by flask_execute."""
+
+from __future__ import annotations
+
+
+class ExecuteError(Exception):
+    """Base class of every error raised by flask_execute itself."""
+
+
+class ConfigurationError(ExecuteError, ValueError):
+    """A configuration value is wrong; the message names the key and the fix."""
+
+
+class SerializationError(ExecuteError, TypeError):
+    """A function, an argument or a result cannot be serialized for the wire."""
+
+
+class SignatureError(ExecuteError):
+    """A payload's signature does not match any configured key.
+
+    The payload was forged, tampered with, or signed with a key this process does not
+    know (set ``CELERY_SIGNING_KEYS`` or ``SECRET_KEY`` identically on every host).
+    It is never unpickled.
+    """
+
+
+class BrokerUnavailable(ExecuteError, ConnectionError):
+    """The broker could not be reached within ``CELERY_SUBMIT_TIMEOUT``."""
+
+
+class UnknownTaskError(ExecuteError, LookupError):
+    """No task with this id was ever submitted, or its result has expired."""
+
+
+class ServiceError(ExecuteError, RuntimeError):
+    """A local service (worker, flower, beat) failed to start or stop."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker's formatted traceback as the ``__cause__`` of a task error."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class RemoteError(Exception):
+    """What a task raises on the wire: a signed envelope holding the real exception.
+
+    Celery stores it as JSON (type name, module, arguments); the submitting side opens
+    the envelope and re-raises the original exception. ``args`` are
+    ``(envelope, summary)``; the summary is readable in Flower and logs.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
+
+    def __repr__(self) -> str:  # what Celery logs: the summary, not the envelope
+        return f"RemoteError({str(self)!r})"
+
+
+class TaskFailed(ExecuteError):
+    """A task failed with an exception that could not be rebuilt on this side.
+
+    :ivar exc_type: the dotted name of the original exception type.
+    """
+
+    def __init__(self, exc_type: str, message: str) -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type

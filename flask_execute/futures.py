@@ -1,0 +1,326 @@
+"""``Future`` and ``FuturePool``: Celery results behind the concurrent.futures API.
+
+A :class:`Future` is a real :class:`concurrent.futures.Future`, resolved by the
+application's one result listener (no thread or polling per future), so
+``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future`` accept it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures._base import (
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    RUNNING,
+)
+from typing import TYPE_CHECKING, Any, Protocol, overload
+
+from celery import states
+
+if TYPE_CHECKING:
+    from celery.result import AsyncResult
+
+logger = logging.getLogger("flask_execute")
+
+_TIMEOUT_IS_BUILTIN: bool = getattr(cf, "TimeoutError") is TimeoutError  # noqa: B009
+
+
+if _TIMEOUT_IS_BUILTIN:
+    FutureTimeout = TimeoutError
+else:  # Python 3.10: concurrent.futures has its own TimeoutError
+
+    class FutureTimeout(cf.TimeoutError, TimeoutError):  # type: ignore[no-redef,misc]
+        """Raised by ``result(timeout)``: both the builtin and the futures TimeoutError."""
+
+
+class FutureOwner(Protocol):
+    """What a Future needs from its application (see :class:`~flask_execute.runtime.AppState`)."""
+
+    def revoke(self, task_id: str, *, terminate: bool) -> None: ...
+
+    def run_callback(self, fn: Callable[[], None]) -> None: ...
+
+    def async_result(self, task_id: str) -> AsyncResult: ...
+
+
+def _accepts_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins): assume the standard protocol
+        return True
+    return True
+
+
+class Future(cf.Future):  # type: ignore[type-arg]
+    """The result of one task.
+
+    :param task_id: the Celery task id.
+    :param owner: the application state that resolves this future; ``None`` for a
+        future resolved by hand.
+    :param name: the task's display name.
+
+    Beyond :class:`concurrent.futures.Future`: ``running()`` is true from submission
+    until the task finishes (a queued task counts as running), ``cancel()`` revokes a
+    queued task and terminates a running one, and ``state``/``status``/``info`` follow
+    the task's Celery state, including custom states set with
+    ``current_task.update_state``. Any other attribute is read from Celery's
+    :class:`~celery.result.AsyncResult` for the same id.
+    """
+
+    def __init__(self, task_id: str, owner: FutureOwner | None = None, name: str | None = None):
+        super().__init__()
+        self.id = task_id
+        self.name = name
+        self._owner = owner
+        self._celery_state: str = states.PENDING
+        self._info: Any = None
+        self._progress_callbacks: list[Callable[[Future], Any]] = []
+        self._state = RUNNING
+
+    # -- Celery's view -----------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The Celery state: ``PENDING``, ``STARTED``, ``PROGRESS``, ``SUCCESS`` ..."""
+        return self._celery_state
+
+    status = state
+
+    @property
+    def info(self) -> Any:
+        """The metadata of the last state update, the result, or the exception."""
+        return self._info
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or self._owner is None:
+            raise AttributeError(name)
+        return getattr(self._owner.async_result(self.id), name)
+
+    def __repr__(self) -> str:
+        return f"<Future {self.name or 'task'} {self.id} {self._celery_state}>"
+
+    # -- concurrent.futures API --------------------------------------------------------
+
+    def running(self) -> bool:
+        """``True`` while the task is queued or running."""
+        with self._condition:
+            return self._state == RUNNING
+
+    def cancel(self) -> bool:
+        """Revoke the task: a queued task never runs, a running one is terminated.
+
+        :return: ``False`` if the task already finished, else ``True``.
+        """
+        with self._condition:
+            if self._state == FINISHED:
+                return False
+            if self._state == CANCELLED_AND_NOTIFIED:
+                return True
+        if self._owner is not None:
+            self._owner.revoke(self.id, terminate=True)
+        return self._set_cancelled()
+
+    def _set_cancelled(self) -> bool:
+        with self._condition:
+            if self._state == FINISHED:
+                return False
+            if self._state == CANCELLED_AND_NOTIFIED:
+                return True
+            self._state = CANCELLED_AND_NOTIFIED
+            self._celery_state = states.REVOKED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for and return the task's result; raise its exception.
+
+        :raises TimeoutError: the task did not finish within ``timeout`` seconds.
+        :raises concurrent.futures.CancelledError: the task was revoked.
+        """
+        try:
+            return super().result(timeout)
+        except cf.TimeoutError as exc:
+            raise self._timeout(timeout) from exc.__cause__
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the task and return its exception, or ``None`` if it succeeded."""
+        try:
+            return super().exception(timeout)
+        except cf.TimeoutError as exc:
+            raise self._timeout(timeout) from exc.__cause__
+
+    def _timeout(self, timeout: float | None) -> BaseException:
+        message = f"task {self.id} did not finish within {timeout} seconds (state {self.state})"
+        return FutureTimeout(message)
+
+    def add_done_callback(self, fn: Callable[..., Any]) -> None:
+        """Call ``fn(future)`` (or ``fn()`` if it takes no argument) once, when done.
+
+        The callback runs inside the Flask application context; an exception it raises
+        is logged, never lost.
+        """
+        super().add_done_callback(self._wrap_callback(fn))  # type: ignore[arg-type]
+
+    def add_progress_callback(self, fn: Callable[..., Any]) -> None:
+        """Call ``fn(future)`` (or ``fn()``) on every state update before the task ends."""
+        self._progress_callbacks.append(self._wrap_callback(fn))
+
+    def _wrap_callback(self, fn: Callable[..., Any]) -> Callable[[Future], None]:
+        takes_future = _accepts_argument(fn)
+        owner = self._owner
+
+        def call() -> None:
+            try:
+                fn(self) if takes_future else fn()
+            except Exception:
+                logger.exception("flask_execute: callback %r of %r raised", fn, self)
+
+        def dispatch(_future: Future) -> None:
+            if owner is None:
+                call()
+            else:
+                owner.run_callback(call)
+
+        return dispatch
+
+    # -- resolution, by the result source ----------------------------------------------
+
+    def set_state(self, state: str, info: Any = None) -> None:
+        """Record an intermediate Celery state (``STARTED``, ``PROGRESS`` ...)."""
+        with self._condition:
+            if self._state != RUNNING:
+                return
+            self._celery_state = state
+            self._info = info
+        for callback in list(self._progress_callbacks):
+            callback(self)
+
+    def set_result(self, result: Any) -> None:
+        with self._condition:
+            if self._state != RUNNING:
+                return
+            self._celery_state = states.SUCCESS
+            self._info = result
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        with self._condition:
+            if self._state != RUNNING:
+                return
+            self._celery_state = states.FAILURE
+            self._info = exception
+        super().set_exception(exception)
+
+
+class FuturePool:
+    """The futures of one ``celery.map`` call, queried together.
+
+    Iterates, indexes and measures like a list of :class:`Future`. ``done()`` is true
+    when all are done; ``running()`` and ``cancelled()`` when any is; ``result()``
+    returns the list of results; ``exception()`` the first exception, if any.
+    """
+
+    def __init__(self, futures: Iterable[Future] = ()) -> None:
+        self.futures: list[Future] = list(futures)
+
+    def add(self, future: Future) -> None:
+        """Add one more future to the pool."""
+        self.futures.append(future)
+
+    def __iter__(self) -> Iterator[Future]:
+        return iter(self.futures)
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    @overload
+    def __getitem__(self, index: int) -> Future: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Future]: ...
+
+    def __getitem__(self, index: int | slice) -> Future | list[Future]:
+        return self.futures[index]
+
+    def __repr__(self) -> str:
+        return f"<FuturePool of {len(self.futures)}>"
+
+    @property
+    def id(self) -> list[str]:
+        """The task ids, in order."""
+        return [f.id for f in self.futures]
+
+    @property
+    def state(self) -> str:
+        """``FAILURE`` if any failed, ``REVOKED`` if any was cancelled, ``SUCCESS`` if all
+        succeeded, else ``PENDING``."""
+        found = {f.state for f in self.futures}
+        for state in (states.FAILURE, states.REVOKED):
+            if state in found:
+                return str(state)
+        return str(states.SUCCESS if found <= {states.SUCCESS} else states.PENDING)
+
+    status = state
+
+    def running(self) -> bool:
+        return any(f.running() for f in self.futures)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def cancelled(self) -> bool:
+        return any(f.cancelled() for f in self.futures)
+
+    def cancel(self) -> bool:
+        """Cancel every future; ``True`` if all are cancelled now."""
+        return all([f.cancel() for f in self.futures])
+
+    def result(self, timeout: float | None = None) -> list[Any]:
+        """Wait for every result (``timeout`` bounds the whole wait) and return them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [f.result(_remaining(deadline)) for f in self.futures]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for every task and return the first exception, or ``None``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for future in self.futures:
+            exc = future.exception(_remaining(deadline))
+            if exc is not None:
+                return exc
+        return None
+
+    def add_done_callback(self, fn: Callable[..., Any]) -> None:
+        """Call ``fn(pool)`` (or ``fn()``) once, when every future is done."""
+        takes_pool = _accepts_argument(fn)
+        remaining = [len(self.futures)]
+        lock = threading.Lock()
+
+        def one_done(_future: Future) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                fn(self) if takes_pool else fn()
+
+        if not self.futures:
+            fn(self) if takes_pool else fn()
+        for future in self.futures:
+            future.add_done_callback(one_done)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())

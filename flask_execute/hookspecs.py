@@ -1,0 +1,261 @@
+"""Hook specifications: the contract between the core and every plugin.
+
+Every behaviour of flask_execute past the bare core is a plugin answering these hooks.
+The defaults live in :mod:`flask_execute.plugins` and are registered on every plugin
+manager; a third-party plugin is a module or object with functions decorated by
+:data:`flask_execute.hookimpl`, found through the ``flask_execute`` entry-point group
+or given as ``Celery(app, plugins=[...])``.
+
+How to change a default:
+
+* **replace** it: answer a ``firstresult`` hook; the defaults are ``trylast``, so any
+  other answer wins;
+* **extend** it: implement the hook with ``@hookimpl(wrapper=True)`` and ``yield`` to
+  get the default's result;
+* **remove** it: list its name in ``CELERY_DISABLED_PLUGINS``.
+
+Every hook receives keyword arguments only; a plugin may accept any subset of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from flask_execute.markers import hookspec
+
+if TYPE_CHECKING:
+    import celery
+    from flask import Flask
+
+    from flask_execute.futures import Future, FuturePool
+    from flask_execute.listener import ResultSource
+    from flask_execute.runtime import AppState, Message
+    from flask_execute.serializers import Serializer
+    from flask_execute.services import Service, ServiceProcess
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+@hookspec
+def flask_execute_add_config_keys() -> Mapping[str, Any]:
+    """Declare the extension's own ``CELERY_*`` configuration keys and their defaults.
+
+    Keys declared here are set on ``app.config`` with ``setdefault`` at ``init_app``,
+    validated by :func:`flask_execute_validate_config`, and never forwarded to Celery.
+
+    :return: a mapping of key to default value.
+
+    Called once per plugin manager; every plugin's answer is merged.
+    """
+
+
+@hookspec
+def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None:
+    """Check the extension's own keys; raise :exc:`~flask_execute.ConfigurationError`.
+
+    :param app: the Flask application being registered.
+    :param config: ``app.config`` after defaults were applied.
+
+    Called at ``init_app``, before anything is started; the error message must name the
+    key and say how to fix it.
+    """
+
+
+@hookspec
+def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None:
+    """Contribute defaults and overrides to the Celery configuration.
+
+    :param app: the Flask application being registered.
+    :param settings: Celery settings in their new lower-case spelling, already holding
+        every ``CELERY_*`` key of the Flask config. Use ``settings.setdefault`` for a
+        default the user can override, plain assignment for an override.
+
+    Called at ``init_app``, before the Celery application is configured.
+    """
+
+
+@hookspec
+def flask_execute_init_app(app: Flask, state: AppState) -> None:
+    """Set up per-application behaviour once the Celery application exists.
+
+    :param app: the Flask application being registered.
+    :param state: its :class:`~flask_execute.runtime.AppState` (Celery app, plugin
+        manager, futures).
+
+    Called last in ``init_app``; register tasks, signals or teardown handlers here.
+    """
+
+
+# -- serialization ---------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def flask_execute_make_serializer(app: Flask) -> Serializer:
+    """Return the serializer that turns functions, arguments and results into bytes.
+
+    :param app: the Flask application being registered.
+    :return: an object with ``name``, ``dumps(obj) -> bytes`` and
+        ``loads(data) -> obj`` (see :class:`~flask_execute.serializers.Serializer`).
+
+    First result wins; the default is cloudpickle. Whatever it returns, the core signs
+    its output with HMAC and verifies the signature before ``loads`` is ever called.
+    """
+
+
+# -- task execution --------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def flask_execute_send(state: AppState, messages: Sequence[Message]) -> list[Future]:
+    """Deliver task messages for execution and return one Future per message.
+
+    :param state: the application's state.
+    :param messages: the calls to send, in order; ``submit`` sends one, ``map`` many.
+    :return: the futures, in the order of ``messages``.
+
+    First result wins. The default publishes through Celery's broker; the ``eager``
+    plugin answers first when ``task_always_eager`` is on and runs them in-process.
+    """
+
+
+@hookspec
+def flask_execute_before_send(state: AppState) -> None:
+    """Prepare for the first message this process sends for this application.
+
+    :param state: the application's state.
+
+    Called once per process and application, before the first message goes out (never
+    in eager mode); the local-services plugin starts workers here. A failure raised here
+    propagates to the first ``submit``.
+    """
+
+
+@hookspec(firstresult=True)
+def flask_execute_run_task(app: Flask, task: celery.Task, run: Callable[[], Any]) -> Any:
+    """Run one task and return its result.
+
+    :param app: the Flask application the task belongs to.
+    :param task: the Celery task being run (its ``request`` is the current request).
+    :param run: calls the task body and returns its result.
+
+    First result wins; the default calls ``run()``. Wrap it with
+    ``@hookimpl(wrapper=True)`` to run code around every task, as the default
+    ``appcontext`` plugin does to push the Flask application context and bind
+    :data:`~flask_execute.current_task`. Called in the worker for every task, and
+    in-process in eager mode.
+    """
+
+
+# -- futures ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def flask_execute_make_future(state: AppState, task_id: str, name: str | None) -> Future:
+    """Create the Future that stands for one task.
+
+    :param state: the application's state.
+    :param task_id: the Celery task id.
+    :param name: the task's display name (the submitted function's dotted name).
+    :return: a :class:`~flask_execute.Future` (or a subclass).
+
+    First result wins; called for every sent task and by ``celery.get(task_id)``.
+    """
+
+
+@hookspec(firstresult=True)
+def flask_execute_make_pool(state: AppState, futures: list[Future]) -> FuturePool:
+    """Create the FuturePool returned by ``celery.map``.
+
+    :param state: the application's state.
+    :param futures: the futures of the mapped calls, in order.
+
+    First result wins.
+    """
+
+
+@hookspec(firstresult=True)
+def flask_execute_make_result_source(state: AppState) -> ResultSource:
+    """Return the one object that watches the result backend for this application.
+
+    :param state: the application's state.
+    :return: a :class:`~flask_execute.listener.ResultSource`; it feeds every Future of
+        the application from one background thread (Redis pub/sub by default, polling
+        for other backends).
+
+    First result wins; called once, when the first Future needs it.
+    """
+
+
+# -- local services --------------------------------------------------------------------
+
+
+@hookspec
+def flask_execute_local_services(state: AppState) -> list[Service]:
+    """Describe the local services this plugin contributes (workers, flower, beat).
+
+    :param state: the application's state.
+    :return: service descriptions; an empty list when the plugin has none to run.
+
+    Every plugin's answer is concatenated. Called by ``celery.start()``, on the first
+    send when ``CELERY_START_LOCAL_WORKERS`` is on, and by ``flask celery cluster``.
+    """
+
+
+@hookspec(firstresult=True)
+def flask_execute_spawn_service(state: AppState, service: Service) -> ServiceProcess:
+    """Start one local service and return a handle on its process.
+
+    :param state: the application's state.
+    :param service: what to start.
+
+    First result wins; the default runs ``sys.executable -m celery`` in its own process
+    group, logging to the service's log file, tied to this process by a lifeline.
+    """
+
+
+@hookspec(firstresult=True)
+def flask_execute_service_ready(state: AppState, service: Service, process: ServiceProcess) -> bool:
+    """Tell whether a started service is ready to work.
+
+    :param state: the application's state.
+    :param service: the service.
+    :param process: its running process.
+    :return: ``True`` once ready. Polled until ``CELERY_START_TIMEOUT``.
+
+    First result wins; workers answer Celery's ``ping`` in-process, flower its HTTP port,
+    beat is ready when alive.
+    """
+
+
+# -- scheduling ------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def flask_execute_make_schedule(
+    app: Flask, schedule: Any, crontab_kwargs: Mapping[str, Any]
+) -> Any:
+    """Turn the arguments of ``@celery.schedule(...)`` into a Celery schedule object.
+
+    :param app: the Flask application.
+    :param schedule: the positional argument (seconds, ``timedelta``, a schedule
+        object) or ``None``.
+    :param crontab_kwargs: crontab keywords (``hour``, ``minute``, ``day_of_week`` ...).
+    :return: a ``celery.schedules`` schedule object.
+
+    First result wins. Called at decoration time (or at ``init_app`` for schedules
+    declared before it); raise :exc:`~flask_execute.ConfigurationError` on bad input.
+    """
+
+
+@hookspec
+def flask_execute_beat_schedule(state: AppState) -> Mapping[str, Any]:
+    """Contribute entries to beat's schedule.
+
+    :param state: the application's state.
+    :return: ``beat_schedule`` entries keyed by entry name.
+
+    Every plugin's entries are merged into ``beat_schedule``, after
+    ``CELERYBEAT_SCHEDULE`` from the config; called at ``init_app``.
+    """

@@ -1,0 +1,76 @@
+"""The Celery task class every task of an application uses, and the run task.
+
+Every task, submitted or registered, runs through
+:func:`~flask_execute.hookspecs.flask_execute_run_task`, so plugins wrap each run (the
+default pushes the Flask app context and binds ``current_task``). A ``base_task`` given
+to the extension keeps its behaviour: the class used is a subclass of both.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import celery
+from celery.exceptions import Ignore, Reject, Retry
+
+if TYPE_CHECKING:
+    from flask_execute.runtime import AppState
+
+#: Name of the one registered task that runs every submitted function.
+RUN_TASK = "flask_execute.run"
+
+#: Exceptions Celery uses for control flow: they pass through unwrapped.
+_CONTROL_FLOW = (Retry, Ignore, Reject)
+
+
+class TaskMixin:
+    """Routes every run of a task through the application's plugins."""
+
+    #: ``True`` on a task whose body calls the run_task hook itself (the run task, so
+    #: that plugins wrap the submitted function rather than the wire envelope).
+    runs_hook_itself = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        call = super().__call__  # type: ignore[misc]
+        state: AppState | None = getattr(self.app, "flask_execute_state", None)  # type: ignore[attr-defined]
+        if state is None or self.runs_hook_itself:
+            return call(*args, **kwargs)
+        return state.pm.run_task(app=state.app, task=self, run=lambda: call(*args, **kwargs))
+
+    def publish(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's own ``apply_async``, beneath any override by flask_execute."""
+        return super().apply_async(*args, **kwargs)  # type: ignore[misc]
+
+
+_CLASSES: dict[type[celery.Task], type[celery.Task]] = {}
+
+
+def task_class(base: type[celery.Task]) -> type[celery.Task]:
+    """Return the task class for ``base``: :class:`TaskMixin` composed over it."""
+    if issubclass(base, TaskMixin):
+        return base
+    if base not in _CLASSES:
+        name = "FlaskTask" if base is celery.Task else f"Flask{base.__name__}"
+        _CLASSES[base] = type(name, (TaskMixin, base), {"__module__": __name__})
+    return _CLASSES[base]
+
+
+def register_run_task(state: AppState) -> celery.Task:
+    """Register the task that unpacks and runs submitted functions on ``state``'s app."""
+
+    def run(task: celery.Task, token: str) -> dict[str, str]:
+        wire = state.wire
+        fn, args, kwargs = wire.unpack_call(token)
+        try:
+            value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **kwargs))
+        except _CONTROL_FLOW:
+            raise
+        except Exception as exc:
+            raise wire.pack_error(exc) from None
+        return wire.pack_result(value)
+
+    register = state.celery_app.task(
+        name=RUN_TASK, bind=True, typing=False, shared=False, lazy=False, runs_hook_itself=True
+    )
+    task: celery.Task = register(run)
+    return task

@@ -1,0 +1,62 @@
+"""A direct-pattern app for worker tests; its broker comes from the test run."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, current_app, g
+
+from flask_execute import Celery, current_task
+
+app = Flask(__name__)
+app.config.update(
+    SECRET_KEY="test-secret",
+    CELERY_BROKER_URL=os.environ.get("FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
+    CELERY_START_LOCAL_WORKERS=False,
+    CELERY_FLOWER=False,
+    CELERY_SCHEDULER=False,
+    MARKER="basic-app",
+    # its own queue: the session-wide worker must never take other tests' messages
+    CELERY_TASK_DEFAULT_QUEUE="basic",
+)
+celery = Celery(app)
+
+LOADS = []  # how many times this module was imported in this process
+
+
+def add(x, y):
+    return x + y
+
+
+def app_name():
+    return current_app.config["MARKER"], g.get("seen", None)
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def progress(steps):
+    for i in range(steps):
+        current_task.update_state(state="PROGRESS", meta={"step": i + 1})
+        time.sleep(0.2)
+    return current_task.id
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def pid():
+    return os.getpid(), os.getppid()
+
+
+def import_count():
+    return os.environ.get("FLASK_EXECUTE_TEST_IMPORTS")
+
+
+os.environ["FLASK_EXECUTE_TEST_IMPORTS"] = str(
+    int(os.environ.get("FLASK_EXECUTE_TEST_IMPORTS", "0")) + 1
+)

@@ -1,0 +1,197 @@
+"""Test helpers: Redis database per run, real worker processes, orphan checks.
+
+Every process a test starts carries ``FLASK_EXECUTE_TEST_RUN`` in its environment, so
+the orphan check finds it (and its children) in the process table whatever its name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = os.environ.setdefault("FLASK_EXECUTE_TEST_RUN", uuid.uuid4().hex)
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def allocate_redis_db() -> int:
+    """Claim a Redis database number no other test run uses (lease in db 0)."""
+    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=0)
+    for db in range(1, 16):
+        if client.set(f"flask_execute:test-db:{db}", RUN_ID, nx=True, ex=3600):
+            redis.Redis(REDIS_HOST, REDIS_PORT, db=db).flushdb()
+            return db
+    raise RuntimeError("no free Redis database for this test run (all 15 leased)")
+
+
+def release_redis_db(db: int) -> None:
+    client = redis.Redis(REDIS_HOST, REDIS_PORT, db=0)
+    redis.Redis(REDIS_HOST, REDIS_PORT, db=db).flushdb()
+    if client.get(f"flask_execute:test-db:{db}") == RUN_ID.encode():
+        client.delete(f"flask_execute:test-db:{db}")
+
+
+def test_env(**extra: str) -> dict[str, str]:
+    """Environment for a subprocess of the tests: the repo importable, the run marked."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["FLASK_EXECUTE_TEST_RUN"] = RUN_ID
+    env.pop("FLASK_EXECUTE_WORKER", None)
+    env.pop("FLASK_EXECUTE_TEST_IMPORTS", None)
+    env.update(extra)
+    return env
+
+
+def spawn(
+    args: list[str], *, env: dict[str, str], log: Path | None = None, cwd: Path | str = ROOT
+) -> subprocess.Popen[bytes]:
+    """Start a process in its own session, output to ``log`` (or discarded)."""
+    out: Any = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            args,
+            env=env,
+            cwd=str(cwd),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        if log is not None:
+            out.close()
+
+
+def stop_process_tree(proc: subprocess.Popen[bytes] | psutil.Process, timeout: float = 10) -> None:
+    """TERM the process and its descendants, then KILL what is left."""
+    try:
+        root = psutil.Process(proc.pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    if isinstance(proc, subprocess.Popen):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def marked_processes(exclude: Iterable[int] = ()) -> list[psutil.Process]:
+    """Live processes started by this test run (by environment marker)."""
+    excluded = set(exclude)
+    found = []
+    for p in psutil.process_iter(["pid", "status"]):
+        if p.pid == os.getpid() or p.pid in excluded:
+            continue
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if p.environ().get("FLASK_EXECUTE_TEST_RUN") == RUN_ID:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def family_pids(pids: Iterable[int]) -> set[int]:
+    """The pids and all their live descendants."""
+    out: set[int] = set()
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            out.add(pid)
+            out.update(c.pid for c in root.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def start_worker(
+    app_path: str,
+    broker: str,
+    log: Path,
+    *,
+    name: str | None = None,
+    concurrency: int = 2,
+    queues: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a real ``celery worker`` for the Flask app at ``app_path``."""
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "flask_execute.celery",
+        "worker",
+        "-l",
+        "info",
+        "-c",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "-n",
+        name or f"w{uuid.uuid4().hex[:8]}@%h",
+    ]
+    if queues:
+        args += ["-Q", queues]
+    env = test_env(FLASK_APP=app_path, FLASK_EXECUTE_TEST_BROKER=broker, **(extra_env or {}))
+    return spawn(args, env=env, log=log)
+
+
+def wait_worker_ready(
+    celery_app: Any,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    name_prefix: str | None = None,
+    timeout: float = 30,
+) -> None:
+    """Wait until a worker answers ``ping`` (in-process control API), or fail with its log."""
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited with {proc.returncode}:\n{log.read_text()}")
+        replies = celery_app.control.ping(timeout=0.5) or []
+        names = [n for r in replies for n in r]
+        return any(name_prefix is None or n.startswith(name_prefix) for n in names)
+
+    try:
+        wait_for(ready, timeout=timeout, interval=0.1, message="worker ping")
+    except AssertionError:
+        raise AssertionError(
+            f"worker not ready in {timeout}s:\n{log.read_text()[-3000:]}"
+        ) from None

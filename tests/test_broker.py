@@ -1,0 +1,44 @@
+"""An unreachable broker fails submit() quickly, naming the URL; nothing is left pending."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flask import Flask
+
+from flask_execute import BrokerUnavailable, Celery
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_broker_fails_within_the_bound(broker_url):
+    app = Flask(__name__)
+    app.config.update(
+        CELERY_BROKER_URL="redis://:hunter2@127.0.0.1:1/0",
+        CELERY_RESULT_BACKEND=broker_url,
+        CELERY_START_LOCAL_WORKERS=False,
+        CELERY_SUBMIT_TIMEOUT=2,
+    )
+    celery = Celery(app)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as info:
+        celery.submit(print, 1)
+    assert time.monotonic() - started < 6
+    assert "redis://:**@127.0.0.1:1/0" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert celery.state().pending_ids() == []
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_result_backend_fails_within_the_bound():
+    app = Flask(__name__)
+    app.config.update(
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+        CELERY_START_LOCAL_WORKERS=False,
+        CELERY_SUBMIT_TIMEOUT=2,
+    )
+    celery = Celery(app)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1"):
+        celery.submit(print, 1)
+    assert time.monotonic() - started < 6
