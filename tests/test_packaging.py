@@ -1,0 +1,166 @@
+"""Packaging: a built wheel and the editable install both ship every default plugin.
+
+The top-level ``plugins/`` folder is installed as ``flask_execute.plugins``; ``plugins``
+itself must never be importable. Everything runs offline: the wheel is built with the
+environment's setuptools (``--no-isolation``) and installed with ``--no-deps`` into a
+target folder that a fresh interpreter puts first on its path, from a working directory
+outside the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pytest
+
+from flask_execute.manager import DEFAULT_PLUGINS
+from tests import helpers
+
+#: What the fresh interpreter reports: where flask_execute and each default plugin came
+#: from, and whether a top-level ``plugins`` package can be imported.
+PROBE = textwrap.dedent("""
+    import importlib, json, sys
+    from flask_execute.manager import DEFAULT_PLUGINS
+    import flask_execute
+    found = {}
+    for name, module in DEFAULT_PLUGINS:
+        try:
+            found[module] = importlib.import_module(module).__file__
+        except ImportError as exc:
+            found[module] = "ImportError: " + str(exc)
+    try:
+        import plugins
+        top_level = getattr(plugins, "__file__", None) or repr(plugins)
+    except ModuleNotFoundError:
+        top_level = None
+    print(json.dumps({
+        "flask_execute": flask_execute.__file__,
+        "declared": [module for _, module in DEFAULT_PLUGINS],
+        "plugins": found,
+        "top_level_plugins": top_level,
+    }))
+""")
+
+#: What a wheel build needs from the source tree.
+SOURCES = ("pyproject.toml", "README.rst", "flask_execute", "plugins")
+
+
+def _probe(env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    report: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return report
+
+
+def _check(report: dict[str, Any], package_dir: Path, plugins_dir: Path) -> None:
+    """Every declared default plugin comes from ``plugins_dir``; no top-level ``plugins``."""
+    assert Path(report["flask_execute"]).resolve().parent == package_dir.resolve()
+    assert report["top_level_plugins"] is None, (
+        f"`plugins` is importable as a top-level package: {report['top_level_plugins']}"
+    )
+    missing = {m: f for m, f in report["plugins"].items() if f.startswith("ImportError")}
+    assert not missing, f"default plugins that do not import: {sorted(missing)}"
+    for module, file in report["plugins"].items():
+        assert Path(file).resolve().parent == plugins_dir.resolve(), (module, file)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The test environment without the repository on ``PYTHONPATH``."""
+    env = helpers.test_env()
+    env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build a wheel from a copy of the sources (the checkout's ``build/`` is shared)."""
+    src = tmp_path_factory.mktemp("src")
+    for name in SOURCES:
+        path = helpers.ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, src / name)
+    dist = tmp_path_factory.mktemp("dist")
+    out = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), "."],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (built,) = dist.glob("flask_execute-*.whl")
+    return built
+
+
+def test_wheel_contents_map_plugins_into_the_package(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "flask_execute/__init__.py" in names
+    assert "flask_execute/py.typed" in names
+    assert "flask_execute/plugins/__init__.py" in names
+    assert not [n for n in names if n.startswith("plugins/")]
+    shipped = {n[: -len(".py")].replace("/", ".") for n in names if n.endswith(".py")}
+    missing = [module for _, module in DEFAULT_PLUGINS if module not in shipped]
+    assert not missing, f"default plugins not in the wheel: {missing}"
+
+
+@pytest.mark.timeout(300)
+def test_wheel_install_imports_every_default_plugin(wheel: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # PYTHONPATH comes before site-packages, and the editable finder sits after the
+    # path finder, so this interpreter imports the wheel's copy.
+    report = _probe(_clean_env(PYTHONPATH=str(site)), elsewhere)
+    _check(report, site / "flask_execute", site / "flask_execute" / "plugins")
+
+
+def test_editable_install_imports_every_default_plugin(tmp_path: Path) -> None:
+    # Only site-packages: the checkout's own flask_execute.egg-info is on sys.path too.
+    purelib = sysconfig.get_paths()["purelib"]
+    found = [d for d in metadata.distributions(path=[purelib]) if d.name == "flask-execute"]
+    if not found:
+        pytest.skip(f"flask-execute is not installed in {purelib}")
+    dist = found[0]
+    direct_url = json.loads(dist.read_text("direct_url.json") or "{}")
+    if not direct_url.get("dir_info", {}).get("editable"):
+        pytest.skip("flask-execute is not installed in editable mode (pip install -e .)")
+    source = Path(url2pathname(urlparse(direct_url["url"]).path))
+    if source.resolve() != helpers.ROOT.resolve():
+        pytest.skip(f"the editable install points at another checkout: {source}")
+    report = _probe(_clean_env(), tmp_path)
+    _check(report, helpers.ROOT / "flask_execute", helpers.ROOT / "plugins")
