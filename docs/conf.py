@@ -32,7 +32,6 @@ nitpicky = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-autodoc_default_options = {"members": True}
 
 html_theme = "alabaster"
 html_title = f"flask_execute {release}"
