@@ -8,10 +8,14 @@ to the extension keeps its behaviour: the class used is a subclass of both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import celery
+from celery import states
 from celery.exceptions import Ignore, Reject, Retry
+
+from flask_execute.runtime import Message
 
 if TYPE_CHECKING:
     from flask_execute.runtime import AppState
@@ -21,6 +25,12 @@ RUN_TASK = "flask_execute.run"
 
 #: Exceptions Celery uses for control flow: they pass through unwrapped.
 _CONTROL_FLOW = (Retry, Ignore, Reject)
+
+#: ``apply_async`` options only Celery's own callers pass (retries, canvas, beat): such a
+#: call gets Celery's AsyncResult, as those callers expect, instead of a Future.
+_CELERY_INTERNAL_OPTIONS = frozenset(
+    ("task_id", "producer", "chain", "chord", "group_id", "root_id", "parent_id")
+)
 
 
 class TaskMixin:
@@ -40,6 +50,44 @@ class TaskMixin:
     def publish(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's own ``apply_async``, beneath any override by flask_execute."""
         return super().apply_async(*args, **kwargs)  # type: ignore[misc]
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Send the task and return its :class:`~flask_execute.Future`, like ``submit``.
+
+        The call goes through :meth:`AppState.send <flask_execute.runtime.AppState.send>`
+        (eager mode, local services and futures apply). Calls made by Celery itself
+        (with ``task_id`` or ``producer``: retries, canvas, beat) go to :meth:`publish`.
+        """
+        state: AppState | None = getattr(self.app, "flask_execute_state", None)  # type: ignore[attr-defined]
+        if (
+            state is None
+            or self.runs_hook_itself
+            or not _CELERY_INTERNAL_OPTIONS.isdisjoint(options)
+        ):
+            return self.publish(args, kwargs, **options)
+        name: str = self.name  # type: ignore[attr-defined]
+        message = Message(self, tuple(args or ()), dict(kwargs or {}), options, name)  # type: ignore[arg-type]
+        return state.send([message])[0]
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """``apply_async(args, kwargs)``: send the task, return its Future."""
+        return self.apply_async(args, kwargs)
+
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kw: Any
+    ) -> None:
+        """Celery's ``update_state``; in eager mode it reaches the Future directly."""
+        app_state: AppState | None = getattr(self.app, "flask_execute_state", None)  # type: ignore[attr-defined]
+        request = self.request  # type: ignore[attr-defined]
+        if app_state is not None and request.is_eager and task_id in (None, request.id):
+            app_state.deliver(str(request.id), {"status": state or states.PENDING, "result": meta})
+            return
+        super().update_state(task_id, state, meta, **kw)  # type: ignore[misc]
 
 
 _CLASSES: dict[type[celery.Task], type[celery.Task]] = {}

@@ -1,0 +1,1 @@
+"""A factory-pattern package: the extension and its tasks exist before any app."""
