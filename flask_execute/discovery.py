@@ -38,7 +38,11 @@ def load_app(import_path: str | None = None) -> Flask:
 
 def load_celery_app(import_path: str | None = None) -> celery.Celery:
     """Return the Celery application of the Flask app (``-A flask_execute.celery``)."""
-    app = load_app(import_path)
+    return celery_app_of(load_app(import_path))
+
+
+def celery_app_of(app: Flask) -> celery.Celery:
+    """Return the Celery application of ``app``; fail clearly if it does not use us."""
     if NAME not in app.extensions:
         raise ConfigurationError(
             f"the Flask app {app.name!r} does not use flask_execute: call Celery(app) or "
