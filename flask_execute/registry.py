@@ -240,13 +240,11 @@ def _register_on(state: AppState, task: RegisteredTask) -> None:
 # -- scheduled tasks -------------------------------------------------------------------
 
 
-def make_schedule(schedule: Any, crontab_kwargs: Mapping[str, Any]) -> Any:
-    """Turn the arguments of ``@celery.schedule(...)`` into a Celery schedule object.
+def check_schedule(schedule: Any, crontab_kwargs: Mapping[str, Any]) -> None:
+    """Reject what no plugin could turn into a schedule; called at decoration time.
 
-    :param schedule: seconds, a :class:`~datetime.timedelta`, a schedule object
-        (``crontab(...)``, ``solar(...)``), or ``None``.
-    :param crontab_kwargs: :class:`~celery.schedules.crontab` keywords.
-    :raises ConfigurationError: both or neither given, or a value Celery rejects.
+    :raises ConfigurationError: both or neither given, crontab keywords Celery rejects,
+        or an interval that is not positive.
     """
     if schedule is not None and crontab_kwargs:
         raise ConfigurationError(
@@ -262,19 +260,42 @@ def make_schedule(schedule: Any, crontab_kwargs: Mapping[str, Any]) -> Any:
                 f"keywords are {', '.join(CRONTAB_KEYWORDS)}"
             )
         try:
-            return schedules.crontab(**crontab_kwargs)
+            schedules.crontab(**crontab_kwargs)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"@celery.schedule: invalid crontab keywords: {exc}") from exc
+        return
     if schedule is None:
         raise ConfigurationError(
             "@celery.schedule needs to know when to run: a number of seconds, a timedelta, "
             "a schedule object (crontab(...), solar(...)) or crontab keywords (hour=0, minute=0)"
         )
-    if isinstance(schedule, numbers.Real) and not isinstance(schedule, bool):
-        schedule = timedelta(seconds=float(schedule))
+    if isinstance(schedule, bool):
+        raise ConfigurationError(
+            f"@celery.schedule cannot run on {schedule!r}: give a number of seconds"
+        )
+    interval = schedule
+    if isinstance(schedule, numbers.Real):
+        interval = timedelta(seconds=float(schedule))
+    if isinstance(interval, timedelta) and interval <= timedelta(0):
+        raise ConfigurationError(f"@celery.schedule needs a positive interval, not {schedule}")
+
+
+def make_schedule(schedule: Any, crontab_kwargs: Mapping[str, Any]) -> Any:
+    """Turn the arguments of ``@celery.schedule(...)`` into a Celery schedule object.
+
+    The default answer of :func:`~flask_execute.hookspecs.flask_execute_make_schedule`.
+
+    :param schedule: seconds, a :class:`~datetime.timedelta`, a schedule object
+        (``crontab(...)``, ``solar(...)``), or ``None``.
+    :param crontab_kwargs: :class:`~celery.schedules.crontab` keywords.
+    :raises ConfigurationError: both or neither given, or a value Celery rejects.
+    """
+    check_schedule(schedule, crontab_kwargs)
+    if crontab_kwargs:
+        return schedules.crontab(**crontab_kwargs)
+    if isinstance(schedule, numbers.Real):
+        return schedules.schedule(timedelta(seconds=float(schedule)))
     if isinstance(schedule, timedelta):
-        if schedule <= timedelta(0):
-            raise ConfigurationError(f"@celery.schedule needs a positive interval, not {schedule}")
         return schedules.schedule(schedule)
     if isinstance(schedule, schedules.BaseSchedule) or callable(getattr(schedule, "is_due", None)):
         return schedule
@@ -331,7 +352,9 @@ class ScheduleRegistry:
                 "@celery.schedule needs to know when to run: write @celery.schedule(30) or "
                 "@celery.schedule(hour=0, minute=0), not a bare @celery.schedule"
             )
-        make_schedule(schedule, crontab_kwargs)  # fails here, at decoration time
+        # What no plugin could accept fails here; the rest when an application turns it
+        # into a schedule (at once if one is registered, else at init_app).
+        check_schedule(schedule, crontab_kwargs)
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"@celery.schedule(name=...) must be a string, not {name!r}")
         if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):

@@ -195,3 +195,22 @@ def wait_worker_ready(
         raise AssertionError(
             f"worker not ready in {timeout}s:\n{log.read_text()[-3000:]}"
         ) from None
+
+
+def start_beat(
+    app_path: str,
+    broker: str,
+    log: Path,
+    *,
+    schedule_file: Path | None = None,
+    scheduler: str = "flask_execute.beat:LockedScheduler",
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a real ``celery beat`` for the Flask app at ``app_path``, as the services
+    plugin does (``-S flask_execute.beat:LockedScheduler -s <file>``)."""
+    args = [sys.executable, "-m", "celery", "-A", "flask_execute.celery", "beat"]
+    args += ["-S", scheduler, "-l", "debug"]
+    if schedule_file is not None:
+        args += ["-s", str(schedule_file)]
+    env = test_env(FLASK_APP=app_path, FLASK_EXECUTE_TEST_BROKER=broker, **(extra_env or {}))
+    return spawn(args, env=env, log=log)
