@@ -154,9 +154,10 @@ def _config(celery_app: celery.Celery) -> dict[str, Any]:
 
 
 def log_folder(app: Flask) -> Path:
-    """Where beat keeps its files: ``CELERY_LOG_DIR``, else the app's instance folder."""
-    folder = app.config.get("CELERY_LOG_DIR") or app.instance_path
-    return Path(folder)
+    """Where beat keeps its files: ``CELERY_LOG_DIR``, else ``celery`` in the app's
+    instance folder (the local services' log folder)."""
+    folder = app.config.get("CELERY_LOG_DIR")
+    return Path(folder) if folder else Path(app.instance_path) / "celery"
 
 
 def schedule_filename(state: AppState) -> str:
