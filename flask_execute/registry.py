@@ -121,7 +121,14 @@ class RegisteredTask:
     def __reduce__(self) -> tuple[Any, ...]:
         # Submitted to a worker (celery.submit(add, ...)): travel by reference, like the
         # module-level function the name stands for, never with the extension inside.
+        # A script's __main__ is not importable there: send the plain function instead.
+        if self.__module__ == "__main__":
+            return _plain, (self.__wrapped__,)
         return _import_attribute, (self.__module__, self.__qualname__)
+
+
+def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return fn
 
 
 def _import_attribute(module: str, qualname: str) -> Any:

@@ -17,7 +17,14 @@ from celery import schedules
 from flask import Flask
 
 from flask_execute import Celery, ConfigurationError, hookimpl
-from flask_execute.beat import FileBeatLock, RedisBeatLock, make_lock
+from flask_execute.beat import (
+    FileBeatLock,
+    LockedScheduler,
+    RedisBeatLock,
+    lock_key,
+    make_lock,
+    schedule_filename,
+)
 from tests import helpers
 from tests.helpers import wait_for
 
@@ -29,7 +36,7 @@ EVERY_SECOND = "tests.apps.sched_app.every_second"
 
 def _app(**config):
     app = Flask(f"sched_{uuid.uuid4().hex[:6]}")
-    app.config.update(SECRET_KEY="s", CELERY_ALWAYS_EAGER=True, **config)
+    app.config.update({"SECRET_KEY": "s", "CELERY_ALWAYS_EAGER": True, **config})
     return app
 
 
@@ -284,6 +291,46 @@ def test_redis_lock_expires_and_a_lost_lock_is_noticed(broker_url):
         assert client.get(key) is None
     finally:
         client.delete(key)
+
+
+def test_a_waiting_scheduler_sends_nothing_and_never_opens_its_file(broker_url, tmp_path):
+    key = f"test-lock:{uuid.uuid4().hex}"
+    app = _app(
+        CELERY_ALWAYS_EAGER=False,
+        CELERY_BROKER_URL=broker_url,
+        CELERY_BEAT_LOCK_KEY=key,
+        CELERY_BEAT_LOCK_TIMEOUT=3,
+    )
+    celery = Celery(app)
+    assert lock_key(celery.celery_app) == key
+    other = RedisBeatLock(broker_url, key, 5)
+    assert other.acquire()
+    file = tmp_path / "beat" / "schedule"
+    scheduler = LockedScheduler(app=celery.celery_app, schedule_filename=str(file))
+    try:
+        assert scheduler.tick() == 1.0  # a third of the lock timeout
+        assert not scheduler.holding and scheduler.schedule == {}
+        assert not list(file.parent.glob("schedule*"))
+        other.release()
+        scheduler.tick()
+        assert scheduler.holding and list(file.parent.glob("schedule*"))
+    finally:
+        scheduler.close()
+        other.release()
+    assert redis.Redis.from_url(broker_url).get(key) is None
+    # beat's banner builds a lazy instance: it neither locks nor schedules
+    lazy = LockedScheduler(app=celery.celery_app, schedule_filename=str(file), lazy=True)
+    assert lazy.tick() == 1.0 and not lazy.holding
+
+
+def test_schedule_file_goes_to_the_log_folder(tmp_path):
+    app = _app(CELERY_LOG_DIR=str(tmp_path))
+    state = Celery(app).state()
+    assert schedule_filename(state) == str(tmp_path / f"celerybeat-schedule-{app.name}")
+    plain = _app()
+    state = Celery(plain).state()
+    folder = Path(plain.instance_path) / "celery"
+    assert schedule_filename(state) == str(folder / f"celerybeat-schedule-{plain.name}")
 
 
 # -- real beats ------------------------------------------------------------------------
