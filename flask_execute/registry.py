@@ -111,7 +111,9 @@ class RegisteredTask:
         return future
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_registry", "options"):
+        # Private names stay private: introspection (pytest, Sphinx, mock) probes them
+        # and expects AttributeError, not a lookup of the current application.
+        if name.startswith("_") or name == "options":
             raise AttributeError(name)
         return getattr(self.task(), name)
 
@@ -354,7 +356,9 @@ class ScheduleRegistry:
         options: Mapping[str, Any] | None = None,
         **crontab_kwargs: Any,
     ) -> Callable[[Callable[..., Any]], RegisteredTask]:
-        if callable(schedule) and not hasattr(schedule, "is_due"):
+        if isinstance(schedule, RegisteredTask) or (
+            callable(schedule) and not hasattr(schedule, "is_due")
+        ):
             raise ConfigurationError(
                 "@celery.schedule needs to know when to run: write @celery.schedule(30) or "
                 "@celery.schedule(hour=0, minute=0), not a bare @celery.schedule"

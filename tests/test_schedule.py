@@ -233,6 +233,13 @@ def test_bare_decorator_and_duplicate_names_are_errors():
         def bare():
             return None
 
+    with pytest.raises(ConfigurationError, match=r"not a bare @celery\.schedule"):
+
+        @celery.schedule
+        @celery.task
+        def bare_task():
+            return None
+
     @celery.schedule(5, name="dup")
     def first():
         return None
