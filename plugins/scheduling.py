@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
-from flask_execute.registry import TasksMixin, make_schedule
+from flask_execute.registry import TasksMixin
+from flask_execute.schedules import make_schedule
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -272,7 +272,8 @@ def test_blocking_the_tasks_plugin_keeps_tasks_off_the_app():
     def kept_off():
         return 1
 
-    celery.init_app(_eager_app(CELERY_DISABLED_PLUGINS=["tasks"]))
+    app = _eager_app(CELERY_DISABLED_PLUGINS=["tasks"])  # held: the extension refs it weakly
+    celery.init_app(app)
     with pytest.raises(RuntimeError, match="CELERY_DISABLED_PLUGINS"):
         kept_off.delay()
     assert kept_off() == 1
