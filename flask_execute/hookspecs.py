@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
     from flask_execute.futures import Future, FuturePool
     from flask_execute.listener import ResultSource
+    from flask_execute.processes import ServiceProcess
     from flask_execute.runtime import AppState, Message
     from flask_execute.serializers import Serializer
-    from flask_execute.services import Service, ServiceProcess
+    from flask_execute.services import Service
 
 
 # -- configuration ---------------------------------------------------------------------

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
     from flask_execute.futures import Future, FuturePool
     from flask_execute.listener import ResultSource
+    from flask_execute.processes import ServiceProcess
     from flask_execute.runtime import AppState, Message
     from flask_execute.serializers import Serializer
-    from flask_execute.services import Service, ServiceProcess
+    from flask_execute.services import Service
 
 #: The default plugins, by registration name and module. Each is an ordinary plugin:
 #: block one with ``CELERY_DISABLED_PLUGINS = ["name"]``.
@@ -38,6 +39,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("appcontext", "flask_execute.plugins.appcontext"),
     ("futures", "flask_execute.plugins.futures"),
     ("eager", "flask_execute.plugins.eager"),
+    ("services", "flask_execute.plugins.services"),
     ("workers", "flask_execute.plugins.workers"),
     ("flower", "flask_execute.plugins.flower"),
     ("beat", "flask_execute.plugins.beat"),

@@ -136,6 +136,10 @@ class AppState:
                     self._prepared = True
         return self.pm.send(self, messages)
 
+    def reset_prepared(self) -> None:
+        """Make the next send call ``flask_execute_before_send`` again (after a stop)."""
+        self._prepared = False
+
     def call_message(
         self,
         fn: Callable[..., Any],

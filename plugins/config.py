@@ -10,12 +10,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask_execute.errors import ConfigurationError
+from flask_execute.fallback import choose_broker
 from flask_execute.markers import hookimpl
 
 if TYPE_CHECKING:
     from flask import Flask
-
-DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 
 KEYS: dict[str, Any] = {
     # Signing keys for submitted functions and their results (first signs, all verify).
@@ -54,7 +53,7 @@ def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None
 
 @hookimpl(trylast=True)
 def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None:
-    settings.setdefault("broker_url", DEFAULT_BROKER_URL)
+    choose_broker(app, settings)
     broker = str(settings["broker_url"])
     if broker.startswith(("redis://", "rediss://", "unix://")):
         settings.setdefault("result_backend", broker)

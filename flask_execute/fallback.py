@@ -1,0 +1,78 @@
+"""Zero-setup development: the broker when none is configured.
+
+With no ``CELERY_BROKER_URL`` (nor ``BROKER_URL``) and local services managed by the
+extension, Redis at ``localhost:6379`` is used when it answers; otherwise kombu's
+``filesystem://`` transport and the ``file://`` result backend, under the app's
+instance folder. Workers started by hand (``flask celery worker``) on the same machine
+make the same choice; services we start are told ours through :data:`CHOICE_ENV`.
+With ``CELERY_START_LOCAL_WORKERS = False`` there is never a fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+logger = logging.getLogger("flask_execute")
+
+DEFAULT_BROKER_URL = "redis://localhost:6379/0"
+
+#: Environment variable carrying the choice to the services we start.
+CHOICE_ENV = "FLASK_EXECUTE_BROKER_CHOICE"
+
+#: Seconds between polls of the filesystem broker and result folders.
+FILESYSTEM_POLL = 0.01
+
+
+def redis_answers(host: str = "localhost", port: int = 6379, timeout: float = 0.25) -> bool:
+    """Whether something accepts connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def choose_broker(app: Flask, settings: dict[str, Any]) -> str:
+    """Fill in the broker (and result backend) when the config names none.
+
+    :return: ``"configured"``, ``"redis"`` or ``"filesystem"``.
+    """
+    if "broker_url" in settings:
+        return "configured"
+    eager = bool(settings.get("task_always_eager"))
+    managed = bool(app.config.get("CELERY_START_LOCAL_WORKERS", True)) and not eager
+    choice = os.environ.get(CHOICE_ENV) if managed else None
+    if choice not in ("redis", "filesystem"):
+        choice = "filesystem" if managed and not redis_answers() else "redis"
+    if choice == "redis":
+        settings["broker_url"] = DEFAULT_BROKER_URL
+        return choice
+    _use_filesystem(Path(app.instance_path) / "celery-broker", settings)
+    logger.warning(
+        "flask_execute: no CELERY_BROKER_URL is set and nothing answers at "
+        "redis://localhost:6379: using a filesystem broker in %s (development only; "
+        "start Redis or set CELERY_BROKER_URL for anything else)",
+        Path(app.instance_path) / "celery-broker",
+    )
+    return choice
+
+
+def _use_filesystem(root: Path, settings: dict[str, Any]) -> None:
+    queue, control, results = root / "queue", root / "control", root / "results"
+    for folder in (queue, control, results):
+        folder.mkdir(parents=True, exist_ok=True)
+    settings["broker_url"] = "filesystem://"
+    options = dict(settings.get("broker_transport_options") or {})
+    options.setdefault("data_folder_in", str(queue))
+    options.setdefault("data_folder_out", str(queue))
+    options.setdefault("control_folder", str(control))
+    options.setdefault("polling_interval", FILESYSTEM_POLL)
+    settings["broker_transport_options"] = options
+    settings.setdefault("result_backend", f"file://{results}")

@@ -1,0 +1,285 @@
+"""The supervisor of one application's local services.
+
+It starts the services the plugins describe, waits until each reports ready, and stops
+them: on ``celery.stop()``, at interpreter exit, and (through the lifeline of
+:mod:`flask_execute.processes`) when this process dies in any other way.
+
+Several processes of one application on one host (``gunicorn -w 3``, a reloader's
+successive children) share one set of services: a file lock in ``CELERY_LOG_DIR``
+elects the process that runs them. The others wait on the lock in a background thread
+and take over when its holder exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from flask_execute.errors import ServiceError
+from flask_execute.processes import ServiceProcess, stop_all
+from flask_execute.services import Service
+
+if TYPE_CHECKING:
+    from flask_execute.runtime import AppState
+
+logger = logging.getLogger("flask_execute")
+
+_PLUGIN_KEY = "services"
+# Not the state's lock: the first send holds that one while it starts the services.
+_CREATE_LOCK = threading.Lock()
+
+
+def log_dir(state: AppState) -> Path:
+    """``CELERY_LOG_DIR``, else ``<instance folder>/celery``."""
+    configured = state.app.config.get("CELERY_LOG_DIR")
+    return Path(configured) if configured else Path(state.app.instance_path) / "celery"
+
+
+class Supervisor:
+    """Starts, watches and stops the local services of one application.
+
+    :param state: the application's state.
+    """
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        #: The services this process runs, by name.
+        self.processes: dict[str, ServiceProcess] = {}
+        self._lock = threading.RLock()
+        self._host_lock: int | None = None
+        self._waiting = False
+        self._closing = False
+        _SUPERVISORS.add(self)
+
+    @classmethod
+    def of(cls, state: AppState) -> Supervisor:
+        """The supervisor of ``state``'s application, created on first use."""
+        supervisor = state.plugin_data.get(_PLUGIN_KEY)
+        if supervisor is None:
+            with _CREATE_LOCK:
+                supervisor = state.plugin_data.setdefault(_PLUGIN_KEY, cls(state))
+        assert isinstance(supervisor, Supervisor)
+        return supervisor
+
+    # -- what to run -------------------------------------------------------------------
+
+    @property
+    def timeout(self) -> float:
+        return float(self.state.app.config["CELERY_START_TIMEOUT"])
+
+    def describe(self) -> list[Service]:
+        """The services the plugins contribute for this application."""
+        return self.state.pm.local_services(self.state)
+
+    def log_path(self, service: Service) -> Path:
+        return log_dir(self.state) / f"{service.name}.log"
+
+    # -- starting ----------------------------------------------------------------------
+
+    def autostart(self) -> None:
+        """Start the services on the first send, if this process may."""
+        config = self.state.app.config
+        if self.state.in_worker or not config["CELERY_START_LOCAL_WORKERS"]:
+            return
+        self.start()
+
+    def start(self, timeout: float | None = None) -> None:
+        """Start every described service not yet running; wait until all are ready."""
+        with self._lock:
+            self._closing = False
+            services = [s for s in self.describe() if not self._running(s.name)]
+            if not services:
+                return
+            if not self._take_host_lock():
+                return  # another process of this app on this host runs them
+            self._launch(services, self.timeout if timeout is None else timeout)
+
+    def _running(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.alive()
+
+    def _launch(self, services: list[Service], timeout: float) -> None:
+        online = self._online([s.node for s in services if s.node])
+        started: list[tuple[Service, ServiceProcess]] = []
+        try:
+            for service in services:
+                if service.node is not None and service.node in online:
+                    logger.info("flask_execute: worker %s is already running", service.node)
+                    continue
+                process = self.state.pm.spawn_service(self.state, service)
+                self.processes[service.name] = process
+                started.append((service, process))
+            self._wait_ready(started, timeout)
+        except BaseException:
+            stop_all([p for _, p in started], 5.0)
+            for service, _ in started:
+                self.processes.pop(service.name, None)
+            if not self.processes:
+                self._release_host_lock()
+            raise
+        if started:
+            logger.info(
+                "flask_execute: started %s (logs in %s)",
+                ", ".join(s.name for s, _ in started),
+                log_dir(self.state),
+            )
+
+    def _online(self, nodes: list[str]) -> set[str]:
+        if not nodes:
+            return set()
+        try:
+            replies = self.state.celery_app.control.ping(
+                destination=nodes, timeout=0.1, limit=len(nodes)
+            )
+        except Exception:  # an unreachable broker surfaces on the send itself
+            return set()
+        return {name for reply in replies or () for name in reply}
+
+    def _wait_ready(self, started: list[tuple[Service, ServiceProcess]], timeout: float) -> None:
+        pm = self.state.pm
+        deadline = time.monotonic() + timeout
+        pending = list(started)
+        while pending:
+            for service, process in list(pending):
+                if pm.service_ready(self.state, service, process):
+                    pending.remove((service, process))
+                elif not process.alive():
+                    raise _failure(service, process, f"exited with code {process.popen.returncode}")
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                service, process = pending[0]
+                raise _failure(
+                    service,
+                    process,
+                    f"was not ready within {timeout:g}s (raise CELERY_START_TIMEOUT if it "
+                    "needs longer)",
+                )
+            pending[0][1].signalled(0.02)  # wakes at once when the first reports ready
+
+    # -- one set per host --------------------------------------------------------------
+
+    def _lock_path(self) -> Path:
+        conf = self.state.celery_app.conf
+        key = f"{conf.broker_url}|{self.state.app.import_name}|{self.state.app.name}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        return log_dir(self.state) / f"services-{digest}.lock"
+
+    def _take_host_lock(self) -> bool:
+        if self._host_lock is not None:
+            return True
+        path = self._lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            logger.info(
+                "flask_execute: local services of this app are run by another process "
+                "(lock %s); this one takes over if that one exits",
+                path,
+            )
+            self._wait_for_host_lock(path)
+            return False
+        self._own(fd)
+        return True
+
+    def _own(self, fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._host_lock = fd
+
+    def _wait_for_host_lock(self, path: Path) -> None:
+        if self._waiting:
+            return
+        self._waiting = True
+
+        def take_over() -> None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with self._lock:
+                self._waiting = False
+                if self._closing or sys.is_finalizing() or self._host_lock is not None:
+                    os.close(fd)
+                    return
+                self._own(fd)
+                try:
+                    services = [s for s in self.describe() if not self._running(s.name)]
+                    self._launch(services, self.timeout)
+                except Exception as exc:
+                    logger.error("flask_execute: taking over local services failed: %s", exc)
+
+        threading.Thread(target=take_over, name="flask_execute-services", daemon=True).start()
+
+    def _release_host_lock(self) -> None:
+        fd, self._host_lock = self._host_lock, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- stopping and status -----------------------------------------------------------
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every service this process started and give up the host lock."""
+        with self._lock:
+            self._closing = True
+            processes = list(self.processes.values())
+            self.processes.clear()
+            stop_all(processes, self.timeout if timeout is None else timeout)
+            self._release_host_lock()
+            self.state.reset_prepared()
+
+    def status(self, timeout: float) -> dict[str, str]:
+        """Ping every worker; configured workers that stay silent are ``OFFLINE``."""
+        expected = [s.node for s in self.describe() if s.node]
+        replies = self.state.celery_app.control.ping(timeout=timeout, limit=len(expected) or None)
+        found = {name: "OK" for reply in replies or () for name in reply}
+        for node in expected:
+            found.setdefault(node, "OFFLINE")
+        return found
+
+    def _after_fork(self) -> None:
+        # A forked child owns neither the services nor the lock: its copy of the lock's
+        # descriptor must go, or the lock would outlive the parent.
+        self.processes = {}
+        self._release_host_lock()
+        self._waiting = False
+        self._lock = threading.RLock()
+
+
+def _failure(service: Service, process: ServiceProcess, what: str) -> ServiceError:
+    tail = process.log_tail()
+    return ServiceError(
+        f"local {service.kind} {service.name!r} {what}; log: {process.log_path}"
+        + (f"\n--- last lines of the log ---\n{tail}" if tail else "")
+    )
+
+
+_SUPERVISORS: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for supervisor in list(_SUPERVISORS):
+        if supervisor.processes:
+            with contextlib.suppress(Exception):
+                supervisor.stop(min(supervisor.timeout, 10.0))
+
+
+def _reset_after_fork() -> None:
+    for supervisor in list(_SUPERVISORS):
+        supervisor._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

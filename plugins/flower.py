@@ -1,0 +1,97 @@
+"""Default plugin ``flower``: the Flower monitor beside the local workers.
+
+Started with the other services when ``CELERY_FLOWER`` is on, listening on
+``CELERY_FLOWER_ADDRESS:CELERY_FLOWER_PORT``; ready when its port accepts connections.
+A missing flower install or a taken port is a warning that names the key, and the
+workers start without flower.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flask_execute.errors import ConfigurationError
+from flask_execute.markers import hookimpl
+from flask_execute.services import Service
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from flask_execute.processes import ServiceProcess
+    from flask_execute.runtime import AppState
+
+logger = logging.getLogger("flask_execute")
+
+KEYS: dict[str, Any] = {
+    # Start flower with the local workers.
+    "CELERY_FLOWER": True,
+    # Port and address of the local flower.
+    "CELERY_FLOWER_PORT": 5555,
+    "CELERY_FLOWER_ADDRESS": "127.0.0.1",
+}
+
+
+@hookimpl(trylast=True)
+def flask_execute_add_config_keys() -> Mapping[str, Any]:
+    return KEYS
+
+
+@hookimpl
+def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None:
+    port = config["CELERY_FLOWER_PORT"]
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError(f"CELERY_FLOWER_PORT must be a port number, not {port!r}")
+    if not isinstance(config["CELERY_FLOWER_ADDRESS"], str):
+        raise ConfigurationError("CELERY_FLOWER_ADDRESS must be a host name or IP address")
+
+
+def port_taken(address: str, port: int) -> bool:
+    """Whether something already listens on ``address:port``."""
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((address, port)) == 0
+
+
+@hookimpl
+def flask_execute_local_services(state: AppState) -> list[Service]:
+    config = state.app.config
+    if not config["CELERY_FLOWER"]:
+        return []
+    if importlib.util.find_spec("flower") is None:
+        logger.warning(
+            "flask_execute: CELERY_FLOWER is on but flower is not installed: "
+            "pip install flower, or set CELERY_FLOWER = False"
+        )
+        return []
+    address, port = str(config["CELERY_FLOWER_ADDRESS"]), int(config["CELERY_FLOWER_PORT"])
+    if port_taken(address, port) and "flower" not in _running(state):
+        logger.warning(
+            "flask_execute: flower not started: %s:%s is taken; set CELERY_FLOWER_PORT to "
+            "a free port, or CELERY_FLOWER = False",
+            address,
+            port,
+        )
+        return []
+    argv = ["flower", f"--port={port}", f"--address={address}"]
+    return [Service("flower", "flower", argv, address=(address, port))]
+
+
+def _running(state: AppState) -> set[str]:
+    from flask_execute.supervisor import Supervisor
+
+    return {name for name, proc in Supervisor.of(state).processes.items() if proc.alive()}
+
+
+@hookimpl
+def flask_execute_service_ready(
+    state: AppState, service: Service, process: ServiceProcess
+) -> bool | None:
+    if service.kind != "flower" or service.address is None:
+        return None
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(service.address) == 0
