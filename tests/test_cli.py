@@ -320,3 +320,27 @@ def test_cluster_runs_the_services_until_sigint(tmp_path):
         assert "Stopping services" in out.read_text()
     finally:
         helpers.stop_process_tree(proc)
+
+
+def test_beat_runs_the_locked_scheduler_with_its_file_in_the_log_dir(tmp_path):
+    logs = tmp_path / "logs"
+    out = tmp_path / "beat.out"
+    proc = start(
+        [FLASK, "celery", "beat", "-l", "info"],
+        out,
+        FLASK_APP="tests.apps.cli_cluster",
+        CLI_TEST_LOG_DIR=str(logs),
+    )
+    try:
+        helpers.wait_for(
+            lambda: "beat: Starting" in out.read_text() or proc.poll() is not None,
+            timeout=30,
+            message="beat started",
+        )
+        text = out.read_text()
+        assert proc.poll() is None, text
+        assert f"db -> {logs}/celerybeat-schedule-" in text
+        if cli._has_locked_scheduler():
+            assert "flask_execute.beat.LockedScheduler" in text
+    finally:
+        helpers.stop_process_tree(proc)
