@@ -182,7 +182,7 @@ def test_start_failure_names_the_service_its_log_and_leaves_nothing(make_app, re
 def test_start_timeout_raises_and_stops_everything(make_app):
     (worker,) = names()
     app, celery = make_app(CELERY_WORKERS=[worker])
-    with pytest.raises(ServiceError, match="not ready within 0.01s"):
+    with pytest.raises(ServiceError, match=r"not ready within 0\.01s"):
         celery.start(timeout=0.01)
     assert celery.processes == {}
     helpers.wait_for(lambda: not launched(os.getpid()), timeout=10, message="no services")
