@@ -137,8 +137,27 @@ def start_worker(
     name = f"{queue}-{uuid.uuid4().hex[:6]}@%h"
     log = log_dir / f"{queue}.log"
     env = bench_env(broker, **(extra_env or {}))
-    proc = helpers.spawn(worker_argv(app, queue, name), env=env, log=log, cwd=BENCH)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            worker_argv(app, queue, name),
+            env=env,
+            cwd=BENCH,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     return Worker(proc, name, log)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the benchmark dies without cleaning up
+    (killed, or a watchdog's hard exit), so no worker outlives it (Linux only)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def leftover_processes() -> list[str]:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import cProfile
+import faulthandler
 import importlib
 import io
 import os
 import pstats
+import signal
 import sys
 import tempfile
 import threading
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eager-calls", type=int, default=20000)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="also profile our side")
     args = parser.parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack, should a run ever seem stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     with terminate_on_sigterm(), redis_db() as broker, tempfile.TemporaryDirectory() as tmp:
         os.environ[BROKER_ENV] = broker  # read by both apps at import
@@ -231,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     extra_env={"FLASK_APP": "fe_app:app"},
                 )
             )
+            progress("starting one worker per side")
             workers[0].wait_ready(raw.app)
             workers[1].wait_ready(fe.celery.celery_app)
             rows = measure(fe, raw, args)
@@ -246,18 +251,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def progress(message: str) -> None:
+    """One line on stderr per phase: a stuck run shows where it is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def measure(fe: ModuleType, raw: ModuleType, args: argparse.Namespace) -> list[Row]:
     # Warm up both sides: connections, the listener, the workers' first imports.
+    progress("warming up")
     round_trip(fe, raw, 20)
     burst_ours(fe, 200)
     burst_raw(raw, 200)
 
+    progress(f"(a) {args.samples} round trips per side")
     ours, theirs = round_trip(fe, raw, args.samples)
     rt_ours, rt_raw = median(ours), median(theirs)
     rt_ratio = rt_ours / rt_raw
 
     runs_ours: list[tuple[float, float]] = []
     runs_raw: list[tuple[float, float]] = []
+    progress(f"(b) {args.reps} bursts of {args.burst} per side")
     for _ in range(args.reps):
         runs_raw.append(burst_raw(raw, args.burst))
         runs_ours.append(burst_ours(fe, args.burst))
@@ -269,7 +282,9 @@ def measure(fe: ModuleType, raw: ModuleType, args: argparse.Namespace) -> list[R
     each = ", ".join(f"{args.burst / t:.0f}" for _, t in runs_ours)
     each_raw = ", ".join(f"{args.burst / t:.0f}" for _, t in runs_raw)
 
+    progress(f"(c) as_completed over {args.burst}")
     seen = as_completed(fe, args.burst)
+    progress("(d) eager mode")
     extra = seen["peak"][0] - seen["before"][0]
     eager_call, direct_call = eager(args.eager_calls)
 
