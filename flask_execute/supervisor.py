@@ -241,11 +241,22 @@ class Supervisor:
             self.state.reset_prepared()
 
     def status(self, timeout: float) -> dict[str, str]:
-        """Ping every worker; configured workers that stay silent are ``OFFLINE``."""
-        expected = [s.node for s in self.describe() if s.node]
-        replies = self.state.celery_app.control.ping(timeout=timeout, limit=len(expected) or None)
-        found = {name: "OK" for reply in replies or () for name in reply}
-        for node in expected:
+        """Ping every worker; configured workers that stay silent are ``OFFLINE``.
+
+        Returns as soon as every configured worker answered (with any other worker
+        that answered by then), else after ``timeout`` without a reply.
+        """
+        expected = {s.node for s in self.describe() if s.node}
+        found: dict[str, str] = {}
+
+        def on_reply(reply: dict[str, object]) -> None:
+            found.update(dict.fromkeys(reply, "OK"))
+            if expected and expected <= found.keys():
+                raise _AllAnswered  # ends Celery's reply collection early
+
+        with contextlib.suppress(_AllAnswered):
+            self.state.celery_app.control.ping(timeout=timeout, callback=on_reply)
+        for node in sorted(expected):
             found.setdefault(node, "OFFLINE")
         return found
 
@@ -256,6 +267,10 @@ class Supervisor:
         self._release_host_lock()
         self._waiting = False
         self._lock = threading.RLock()
+
+
+class _AllAnswered(Exception):
+    pass
 
 
 def _failure(service: Service, process: ServiceProcess, what: str) -> ServiceError:
