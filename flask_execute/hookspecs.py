@@ -225,8 +225,10 @@ def flask_execute_service_ready(state: AppState, service: Service, process: Serv
     :param process: its running process.
     :return: ``True`` once ready. Polled until ``CELERY_START_TIMEOUT``.
 
-    First result wins; workers answer Celery's ``ping`` in-process, flower its HTTP port,
-    beat is ready when alive.
+    First result wins; return ``None`` to leave the answer to another plugin. By
+    default a service is ready when it reports so itself (workers on Celery's
+    ``worker_ready`` signal, beat on ``beat_init``, through a pipe: no broker round
+    trip); flower is ready when its HTTP port accepts connections.
     """
 
 
