@@ -46,9 +46,8 @@ def main() -> None:
     try:
         result = add.delay(1, 2).get(timeout=60)
         first = time.perf_counter()
-        print(
-            json.dumps({"event": "result", "result": result, "first": first - STARTED}), flush=True
-        )
+        report = {"result": result, "init": INITIALISED - STARTED, "first": first - STARTED}
+        print(json.dumps({"event": "result", **report}), flush=True)
     finally:
         proc.terminate()
         try:
