@@ -109,16 +109,22 @@ class Supervisor:
         return process is not None and process.alive()
 
     def _launch(self, services: list[Service], timeout: float) -> None:
-        online = self._online([s.node for s in services if s.node])
+        # Workers of these names may already run (started by hand, say): ask while ours
+        # start. A broadcast reaches only workers subscribed when it is sent, so no
+        # reply can come from a worker spawned here.
+        probe = _OnlineProbe(self.state, [s.node for s in services if s.node])
         started: list[tuple[Service, ServiceProcess]] = []
         try:
             for service in services:
-                if service.node is not None and service.node in online:
-                    logger.info("flask_execute: worker %s is already running", service.node)
-                    continue
                 process = self.state.pm.spawn_service(self.state, service)
                 self.processes[service.name] = process
                 started.append((service, process))
+            duplicates = [(s, p) for s, p in started if s.node in probe.result()]
+            for service, process in duplicates:
+                logger.info("flask_execute: worker %s is already running", service.node)
+                self.processes.pop(service.name, None)
+                started.remove((service, process))
+            stop_all([p for _, p in duplicates], 5.0)
             self._wait_ready(started, timeout)
         except BaseException:
             stop_all([p for _, p in started], 5.0)
@@ -133,17 +139,6 @@ class Supervisor:
                 ", ".join(s.name for s, _ in started),
                 log_dir(self.state),
             )
-
-    def _online(self, nodes: list[str]) -> set[str]:
-        if not nodes:
-            return set()
-        try:
-            replies = self.state.celery_app.control.ping(
-                destination=nodes, timeout=0.1, limit=len(nodes)
-            )
-        except Exception:  # an unreachable broker surfaces on the send itself
-            return set()
-        return {name for reply in replies or () for name in reply}
 
     def _wait_ready(self, started: list[tuple[Service, ServiceProcess]], timeout: float) -> None:
         pm = self.state.pm
@@ -267,6 +262,33 @@ class Supervisor:
         self._release_host_lock()
         self._waiting = False
         self._lock = threading.RLock()
+
+
+class _OnlineProbe:
+    """Pings worker names from a thread; :meth:`result` says which answered."""
+
+    def __init__(self, state: AppState, nodes: list[str], timeout: float = 0.5) -> None:
+        self._online: set[str] = set()
+        self._thread: threading.Thread | None = None
+        if nodes:
+            self._thread = threading.Thread(
+                target=self._ping, args=(state, nodes, timeout), daemon=True
+            )
+            self._thread.start()
+
+    def _ping(self, state: AppState, nodes: list[str], timeout: float) -> None:
+        try:
+            replies = state.celery_app.control.ping(
+                destination=nodes, timeout=timeout, limit=len(nodes)
+            )
+        except Exception:  # an unreachable broker surfaces on the send itself
+            return
+        self._online = {name for reply in replies or () for name in reply}
+
+    def result(self) -> set[str]:
+        if self._thread is not None:
+            self._thread.join()
+        return self._online
 
 
 class _AllAnswered(Exception):

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
-from celery.bin.worker import worker as worker_command
 from celery.utils.nodenames import host_format
 
 from flask_execute.errors import ConfigurationError
@@ -36,11 +35,15 @@ _RESERVED = {"hostname", "detach", "app"}
 #: Defaults for local development workers; a worker's own options win.
 #: Mingle waits a whole second for other workers' replies at start-up and gossip
 #: chatters on every event: neither helps a handful of local workers.
-_DEFAULT_FLAGS = {"without_mingle": True, "without_gossip": True}
+_DEFAULT_FLAGS = {"without_mingle": "--without-mingle", "without_gossip": "--without-gossip"}
 
 
 def worker_options() -> dict[str, click.Parameter]:
     """Options of ``celery worker``, by parameter name."""
+    # Imported here: the worker command pulls in most of Celery's worker machinery,
+    # which init_app needs only for workers configured with options.
+    from celery.bin.worker import worker as worker_command
+
     return {p.name: p for p in worker_command.params if p.name and p.name not in _RESERVED}
 
 
@@ -86,9 +89,11 @@ def _slug(name: str) -> str:
 
 def option_args(name: str, options: Mapping[str, Any]) -> list[str]:
     """Turn one worker's options into ``celery worker`` arguments."""
+    args = [flag for key, flag in _DEFAULT_FLAGS.items() if key not in options]
+    if not options:
+        return args
     known = worker_options()
-    args: list[str] = []
-    for key, value in {**_DEFAULT_FLAGS, **options}.items():
+    for key, value in options.items():
         param = known.get(key)
         if param is None or not isinstance(param, click.Option):
             raise ConfigurationError(
@@ -131,7 +136,8 @@ def flask_execute_local_services(state: AppState) -> list[Service]:
     events = ["--task-events"] if config.get("CELERY_FLOWER") else []
     services = []
     for name, options in configured_workers(config, state.app.name).items():
-        options = {"loglevel": level, **options}
         argv = ["worker", f"--hostname={name}@%h", *events, *option_args(name, options)]
+        if "loglevel" not in options:
+            argv.append(f"--loglevel={level}")
         services.append(Service(name, "worker", argv, node=host_format(f"{name}@%h")))
     return services

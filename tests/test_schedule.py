@@ -89,7 +89,8 @@ def test_every_form_of_the_guide_becomes_an_entry():
 
 
 def test_schedule_objects_pass_through():
-    celery = Celery(_app())
+    app = _app()
+    celery = Celery(app)
 
     class Every(schedules.BaseSchedule):
         def is_due(self, last_run_at):
@@ -111,7 +112,8 @@ def test_schedule_objects_pass_through():
 
 def test_solar_schedule_of_the_guide():
     pytest.importorskip("ephem", reason="solar schedules need celery[solar] (ephem)")
-    celery = Celery(_app())
+    app = _app()
+    celery = Celery(app)
 
     @celery.schedule(schedules.solar("sunset", -37.81753, 144.96715), name="solar-task")
     def task_to_run_every_sunset():
@@ -214,7 +216,8 @@ def test_bad_schedules_fail_at_decoration_time_before_any_app(args, kwargs, matc
 
 
 def test_unknown_schedule_types_fail_at_decoration_on_a_registered_app():
-    celery = Celery(_app())
+    app = _app()
+    celery = Celery(app)
     with pytest.raises(ConfigurationError, match="cannot run on 'daily'"):
 
         @celery.schedule("daily")
@@ -226,7 +229,8 @@ def test_unknown_schedule_types_fail_at_decoration_on_a_registered_app():
 
 
 def test_bare_decorator_and_duplicate_names_are_errors():
-    celery = Celery(_app())
+    app = _app()
+    celery = Celery(app)
     with pytest.raises(ConfigurationError, match=r"not a bare @celery\.schedule"):
 
         @celery.schedule
