@@ -20,8 +20,13 @@ from raw_app import add, app  # noqa: E402
 
 INITIALISED = time.perf_counter()
 
-#: Worker flags of flask_execute's local workers (mingle and gossip off, log level info).
-WORKER = ["worker", "-l", "info", "--without-mingle", "--without-gossip"]
+import os  # noqa: E402
+
+#: ``COLD_RAW_FLAGS=ours``: the flags of flask_execute's local workers (mingle and gossip
+#: off); otherwise a plain ``celery worker`` with Celery's defaults, as a user types it.
+WORKER = ["worker", "-l", "info"]
+if os.environ.get("COLD_RAW_FLAGS") == "ours":
+    WORKER += ["--without-mingle", "--without-gossip"]
 
 
 def _die_with_parent() -> None:

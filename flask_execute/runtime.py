@@ -83,7 +83,7 @@ class AppState:
         #: Free-form storage for plugins, keyed by plugin name.
         self.plugin_data: dict[str, Any] = {}
         self._pending: dict[str, Future] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # hooks run under it may start the source
         self._source: ResultSource | None = None
         self._prepared = False
         self._callbacks: ThreadPoolExecutor | None = None
@@ -293,7 +293,7 @@ class AppState:
         self._source = None
         self._callbacks = None
         self._pending = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # hooks run under it may start the source
         self._prepared = False
 
 

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,10 +92,17 @@ class Supervisor:
         config = self.state.app.config
         if self.state.in_worker or not config["CELERY_START_LOCAL_WORKERS"]:
             return
-        self.start()
+        # The result listener is needed next: set it up while the workers boot.
+        self.start(while_booting=self.state.source)
 
-    def start(self, timeout: float | None = None) -> None:
-        """Start every described service not yet running; wait until all are ready."""
+    def start(
+        self, timeout: float | None = None, while_booting: Callable[[], object] | None = None
+    ) -> None:
+        """Start every described service not yet running; wait until all are ready.
+
+        :param while_booting: called after the services were spawned, before waiting for
+            them; an exception it raises stops them.
+        """
         with self._lock:
             self._closing = False
             services = [s for s in self.describe() if not self._running(s.name)]
@@ -102,13 +110,18 @@ class Supervisor:
                 return
             if not self._take_host_lock():
                 return  # another process of this app on this host runs them
-            self._launch(services, self.timeout if timeout is None else timeout)
+            self._launch(services, self.timeout if timeout is None else timeout, while_booting)
 
     def _running(self, name: str) -> bool:
         process = self.processes.get(name)
         return process is not None and process.alive()
 
-    def _launch(self, services: list[Service], timeout: float) -> None:
+    def _launch(
+        self,
+        services: list[Service],
+        timeout: float,
+        while_booting: Callable[[], object] | None = None,
+    ) -> None:
         # Workers of these names may already run (started by hand, say): ask while ours
         # start. A broadcast reaches only workers subscribed when it is sent, so no
         # reply can come from a worker spawned here.
@@ -125,6 +138,8 @@ class Supervisor:
                 self.processes.pop(service.name, None)
                 started.remove((service, process))
             stop_all([p for _, p in duplicates], 5.0)
+            if while_booting is not None:
+                while_booting()
             self._wait_ready(started, timeout)
         except BaseException:
             stop_all([p for _, p in started], 5.0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery.backends.redis import RedisBackend
 from celery.utils import uuid
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
@@ -62,6 +61,10 @@ def flask_execute_run_task(app: Flask, task: celery.Task, run: Callable[[], Any]
 
 @hookimpl(trylast=True)
 def flask_execute_make_result_source(state: AppState) -> ResultSource:
+    # Imported here: Celery's Redis backend pulls in redis.asyncio (~80 ms), and by now
+    # the backend itself has loaded it anyway.
+    from celery.backends.redis import RedisBackend
+
     backend = state.celery_app.backend
     if isinstance(backend, RedisBackend):
         return RedisResultSource(state, timeout=float(state.app.config["CELERY_SUBMIT_TIMEOUT"]))
