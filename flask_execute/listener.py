@@ -223,7 +223,8 @@ class PollingResultSource(_ThreadedSource):
         pass  # the next poll delivers it
 
     def _run(self) -> None:
-        seen: dict[str, str] = {}
+        # The last state delivered per task: a new PROGRESS meta is news, a repeat is not.
+        seen: dict[str, tuple[str, Any]] = {}
         while not self._stop.wait(self.interval):
             for task_id in self.state.pending_ids():
                 try:
@@ -233,8 +234,9 @@ class PollingResultSource(_ThreadedSource):
                     time.sleep(self.interval)
                     continue
                 status = meta.get("status", states.PENDING)
-                if status != states.PENDING and seen.get(task_id) != status:
-                    seen[task_id] = status
+                current = (status, meta.get("result"))
+                if status != states.PENDING and seen.get(task_id) != current:
+                    seen[task_id] = current
                     self.state.deliver(task_id, meta)
                     if status in states.READY_STATES:
                         seen.pop(task_id, None)

@@ -423,3 +423,33 @@ def test_no_fallback_when_local_workers_are_off(shape, monkeypatch):
     shape(CELERY_START_LOCAL_WORKERS=False, CELERY_BROKER_URL="__unset__")
     app = services_app.create_app()
     assert app.extensions["celery"].celery_app.conf.broker_url == fallback.DEFAULT_BROKER_URL
+
+
+def test_polling_source_delivers_every_progress_update(tmp_path):
+    from flask import Flask
+
+    from flask_execute import Celery
+
+    app = Flask(__name__, instance_path=str(tmp_path))
+    app.config.update(
+        CELERY_BROKER_URL="memory://",
+        CELERY_RESULT_BACKEND=f"file://{tmp_path / 'results'}",
+        CELERY_START_LOCAL_WORKERS=False,
+        SECRET_KEY="x",
+    )
+    (tmp_path / "results").mkdir()
+    celery = Celery(app)
+    state = celery.state()
+    future = state.pm.make_future(state, str(uuid.uuid4()), "progress")
+    state.track(future)
+    backend = celery.celery_app.backend
+    try:
+        for step in (1, 2, 3):  # what a worker's update_state stores
+            backend.store_result(future.id, {"step": step}, "PROGRESS")
+            helpers.wait_for(
+                lambda step=step: future.info == {"step": step}, timeout=5, message=f"step {step}"
+            )
+        backend.store_result(future.id, 42, "SUCCESS")
+        assert future.result(timeout=5) == 42
+    finally:
+        state.close()
