@@ -123,8 +123,8 @@ class Supervisor:
         while_booting: Callable[[], object] | None = None,
     ) -> None:
         # Workers of these names may already run (started by hand, say): ask while ours
-        # start. A broadcast reaches only workers subscribed when it is sent, so no
-        # reply can come from a worker spawned here.
+        # start, and tell them from ours by pid (a late question may reach ours too).
+        deadline = time.monotonic() + timeout
         probe = _OnlineProbe(self.state, [s.node for s in services if s.node])
         started: list[tuple[Service, ServiceProcess]] = []
         try:
@@ -132,7 +132,10 @@ class Supervisor:
                 process = self.state.pm.spawn_service(self.state, service)
                 self.processes[service.name] = process
                 started.append((service, process))
-            duplicates = [(s, p) for s, p in started if s.node in probe.result()]
+            online = probe.result()
+            duplicates = [
+                (s, p) for s, p in started if s.node in online and online[s.node] != p.pid
+            ]
             for service, process in duplicates:
                 logger.info("flask_execute: worker %s is already running", service.node)
                 self.processes.pop(service.name, None)
@@ -140,7 +143,7 @@ class Supervisor:
             stop_all([p for _, p in duplicates], 5.0)
             if while_booting is not None:
                 while_booting()
-            self._wait_ready(started, timeout)
+            self._wait_ready(started, timeout, deadline)
         except BaseException:
             stop_all([p for _, p in started], 5.0)
             for service, _ in started:
@@ -155,9 +158,10 @@ class Supervisor:
                 log_dir(self.state),
             )
 
-    def _wait_ready(self, started: list[tuple[Service, ServiceProcess]], timeout: float) -> None:
+    def _wait_ready(
+        self, started: list[tuple[Service, ServiceProcess]], timeout: float, deadline: float
+    ) -> None:
         pm = self.state.pm
-        deadline = time.monotonic() + timeout
         pending = list(started)
         while pending:
             for service, process in list(pending):
@@ -280,27 +284,29 @@ class Supervisor:
 
 
 class _OnlineProbe:
-    """Pings worker names from a thread; :meth:`result` says which answered."""
+    """Asks worker names for their stats from a thread; :meth:`result` maps the names
+    that answered to their pids."""
 
     def __init__(self, state: AppState, nodes: list[str], timeout: float = 0.5) -> None:
-        self._online: set[str] = set()
+        self._online: dict[str, int | None] = {}
         self._thread: threading.Thread | None = None
         if nodes:
             self._thread = threading.Thread(
-                target=self._ping, args=(state, nodes, timeout), daemon=True
+                target=self._ask, args=(state, nodes, timeout), daemon=True
             )
             self._thread.start()
 
-    def _ping(self, state: AppState, nodes: list[str], timeout: float) -> None:
+    def _ask(self, state: AppState, nodes: list[str], timeout: float) -> None:
+        inspect = state.celery_app.control.inspect(
+            destination=nodes, timeout=timeout, limit=len(nodes)
+        )
         try:
-            replies = state.celery_app.control.ping(
-                destination=nodes, timeout=timeout, limit=len(nodes)
-            )
+            replies = inspect.stats() or {}
         except Exception:  # an unreachable broker surfaces on the send itself
             return
-        self._online = {name for reply in replies or () for name in reply}
+        self._online = {node: (stats or {}).get("pid") for node, stats in replies.items()}
 
-    def result(self) -> set[str]:
+    def result(self) -> dict[str, int | None]:
         if self._thread is not None:
             self._thread.join()
         return self._online
