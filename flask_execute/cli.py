@@ -16,10 +16,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from flask import Flask
@@ -137,17 +137,29 @@ def run_celery(ctx: click.Context, name: str, args: Sequence[str]) -> None:
     )
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _reply_options(*, timeout: str, destination: str) -> Callable[[_F], _F]:
+    """The ``-t/--timeout``, ``-d/--destination`` and ``-j/--json`` options."""
+
+    def decorate(command: _F) -> _F:
+        command = click.option(
+            "-j", "--json", "as_json", is_flag=True, help="Print the result as JSON."
+        )(command)
+        command = click.option("-d", "--destination", help=destination)(command)
+        return click.option(
+            "-t", "--timeout", type=float, default=1.0, show_default=True, help=timeout
+        )(command)
+
+    return decorate
+
+
 @click.command("shutdown", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-t",
-    "--timeout",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Seconds to wait for the workers to answer a ping first.",
+@_reply_options(
+    timeout="Seconds to wait for the workers to answer a ping first.",
+    destination="Comma-separated worker names to stop.",
 )
-@click.option("-d", "--destination", help="Comma-separated worker names to stop.")
-@click.option("-j", "--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def shutdown_command(
     ctx: click.Context, timeout: float, destination: str | None, as_json: bool
@@ -167,16 +179,9 @@ def shutdown_command(
 
 
 @celery_group.command("status")
-@click.option(
-    "-t",
-    "--timeout",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Seconds to wait for replies.",
+@_reply_options(
+    timeout="Seconds to wait for replies.", destination="Comma-separated worker names to ask."
 )
-@click.option("-d", "--destination", help="Comma-separated worker names to ask.")
-@click.option("-j", "--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def status_command(
     ctx: click.Context, timeout: float, destination: str | None, as_json: bool

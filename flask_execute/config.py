@@ -16,6 +16,8 @@ from typing import Any
 
 from celery.app.defaults import _TO_NEW_KEY, SETTING_KEYS
 
+from flask_execute.errors import ConfigurationError
+
 logger = logging.getLogger("flask_execute")
 
 _PREFIXES = ("CELERY", "BROKER_")
@@ -67,3 +69,12 @@ def _warn_unknown(key: str, own: set[str]) -> None:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     logger.warning("Ignoring unknown Celery setting %s%s", key, hint)
+
+
+def require_seconds(config: Mapping[str, Any], *keys: str) -> None:
+    """Raise :exc:`~flask_execute.ConfigurationError` unless each key is a positive
+    number of seconds (for ``flask_execute_validate_config`` implementations)."""
+    for key in keys:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigurationError(f"{key} must be a positive number of seconds, not {value!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flask_execute.config import require_seconds
 from flask_execute.errors import ConfigurationError
 from flask_execute.fallback import choose_broker
 from flask_execute.markers import hookimpl
@@ -35,10 +36,7 @@ def flask_execute_add_config_keys() -> Mapping[str, Any]:
 
 @hookimpl
 def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None:
-    for key in ("CELERY_SUBMIT_TIMEOUT", "CELERY_RESULT_POLL_INTERVAL"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigurationError(f"{key} must be a positive number of seconds, not {value!r}")
+    require_seconds(config, "CELERY_SUBMIT_TIMEOUT", "CELERY_RESULT_POLL_INTERVAL")
     disabled = config["CELERY_DISABLED_PLUGINS"]
     if isinstance(disabled, str) or not all(isinstance(n, str) for n in disabled):
         raise ConfigurationError(

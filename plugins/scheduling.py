@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flask_execute.config import require_seconds
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
 from flask_execute.registry import TasksMixin
@@ -37,11 +38,7 @@ def flask_execute_add_config_keys() -> Mapping[str, Any]:
 
 @hookimpl
 def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None:
-    timeout = config["CELERY_BEAT_LOCK_TIMEOUT"]
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigurationError(
-            f"CELERY_BEAT_LOCK_TIMEOUT must be a positive number of seconds, not {timeout!r}"
-        )
+    require_seconds(config, "CELERY_BEAT_LOCK_TIMEOUT")
     key = config["CELERY_BEAT_LOCK_KEY"]
     if key is not None and (not isinstance(key, str) or not key):
         raise ConfigurationError(

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flask_execute.config import require_seconds
 from flask_execute.discovery import APP_ENV, app_import_path
 from flask_execute.errors import ConfigurationError
 from flask_execute.fallback import CHOICE_ENV
@@ -50,11 +51,7 @@ def flask_execute_add_config_keys() -> Mapping[str, Any]:
 
 @hookimpl
 def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None:
-    timeout = config["CELERY_START_TIMEOUT"]
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigurationError(
-            f"CELERY_START_TIMEOUT must be a positive number of seconds, not {timeout!r}"
-        )
+    require_seconds(config, "CELERY_START_TIMEOUT")
     level = config["CELERY_LOG_LEVEL"]
     if not isinstance(level, str) or level.lower() not in _LEVELS:
         raise ConfigurationError(

@@ -84,6 +84,11 @@ def test_unknown_celery_key_is_reported(caplog):
         ("CELERY_SUBMIT_TIMEOUT", 0),
         ("CELERY_DISABLED_PLUGINS", "eager"),
         ("CELERY_SIGNING_KEYS", 42),
+        ("CELERY_START_TIMEOUT", -1),
+        ("CELERY_LOG_LEVEL", "loud"),
+        ("CELERY_LOG_DIR", 3),
+        ("CELERY_FLOWER_PORT", 70000),
+        ("CELERY_FLOWER_ADDRESS", None),
     ],
 )
 def test_bad_values_fail_at_init_app_naming_the_key(key, value):
