@@ -260,5 +260,6 @@ def flask_execute_beat_schedule(state: AppState) -> Mapping[str, Any]:
     :return: ``beat_schedule`` entries keyed by entry name.
 
     Every plugin's entries are merged into ``beat_schedule``, after
-    ``CELERYBEAT_SCHEDULE`` from the config; called at ``init_app``.
+    ``CELERYBEAT_SCHEDULE`` from the config; called at ``init_app`` and again after
+    each ``@celery.schedule`` on an application already registered.
     """

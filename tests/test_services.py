@@ -295,7 +295,7 @@ def read_report(proc: subprocess.Popen[str]) -> dict[str, int]:
     raise AssertionError("no report:\n" + "".join(lines))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_services_die_with_the_flask_process(shape, signum):
     env = shape(CELERY_WORKERS=names(2))
     proc = start_main(env)
