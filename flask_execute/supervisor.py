@@ -164,22 +164,23 @@ class Supervisor:
         pm = self.state.pm
         pending = list(started)
         while pending:
+            # Readiness counts only when seen in time (the duplicate check before this
+            # may already have used the whole timeout).
+            late = time.monotonic() > deadline
             for service, process in list(pending):
+                if not process.alive():
+                    raise _failure(service, process, f"exited with code {process.popen.returncode}")
+                if late:
+                    raise _failure(
+                        service,
+                        process,
+                        f"was not ready within {timeout:g}s (raise CELERY_START_TIMEOUT if it "
+                        "needs longer)",
+                    )
                 if pm.service_ready(self.state, service, process):
                     pending.remove((service, process))
-                elif not process.alive():
-                    raise _failure(service, process, f"exited with code {process.popen.returncode}")
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                service, process = pending[0]
-                raise _failure(
-                    service,
-                    process,
-                    f"was not ready within {timeout:g}s (raise CELERY_START_TIMEOUT if it "
-                    "needs longer)",
-                )
-            pending[0][1].signalled(0.02)  # wakes at once when the first reports ready
+            if pending:
+                pending[0][1].signalled(0.02)  # wakes at once when the first reports ready
 
     # -- one set per host --------------------------------------------------------------
 

@@ -119,12 +119,15 @@ def test_worker_options_and_queue_routing_of_the_guide(make_app):
         }
     )
     celery.start()
-    stats = celery.inspect.stats()
+    nodes = list(celery.status())  # our three, all answering
+    assert len([n for n in nodes if n.split("@")[0] in (foo, bar, baz)]) == 3
+    ours = [n for n in nodes if n.split("@")[0] in (foo, bar, baz)]
+    stats = celery.inspect.stats(destination=ours, timeout=10)
     pools = {name.split("@")[0]: s["pool"]["max-concurrency"] for name, s in stats.items()}
     assert pools[foo] == 1 and pools[bar] == 1
     queues = {
         name.split("@")[0]: sorted(q["name"] for q in qs)
-        for name, qs in celery.inspect.active_queues().items()
+        for name, qs in celery.inspect.active_queues(destination=ours, timeout=10).items()
     }
     assert queues[foo] == sorted([low, high]) and queues[bar] == [high]
     assert queues[baz] == [app.config["CELERY_TASK_DEFAULT_QUEUE"]]
