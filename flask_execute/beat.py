@@ -30,13 +30,17 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from celery.beat import PersistentScheduler
 
+from flask_execute.supervisor import log_dir
+
 if TYPE_CHECKING:
     import celery
-    from flask import Flask
 
     from flask_execute.runtime import AppState
 
 logger = logging.getLogger("flask_execute.beat")
+
+#: How beat is told to use :class:`LockedScheduler` (``beat -S ...``).
+SCHEDULER = "flask_execute.beat:LockedScheduler"
 
 #: Seconds the lock lives unless renewed, when the app does not say.
 DEFAULT_LOCK_TIMEOUT = 15.0
@@ -153,17 +157,10 @@ def _config(celery_app: celery.Celery) -> dict[str, Any]:
     return dict(state.app.config) if state is not None else {}
 
 
-def log_folder(app: Flask) -> Path:
-    """Where beat keeps its files: ``CELERY_LOG_DIR``, else ``celery`` in the app's
-    instance folder (the local services' log folder)."""
-    folder = app.config.get("CELERY_LOG_DIR")
-    return Path(folder) if folder else Path(app.instance_path) / "celery"
-
-
 def schedule_filename(state: AppState) -> str:
     """The schedule file of ``state``'s app: ``<log folder>/celerybeat-schedule-<main>``."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(state.celery_app.main))
-    return str(log_folder(state.app) / f"celerybeat-schedule-{name}")
+    return str(log_dir(state) / f"celerybeat-schedule-{name}")
 
 
 def lock_key(celery_app: celery.Celery) -> str:

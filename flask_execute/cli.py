@@ -10,14 +10,12 @@ configured local service in the foreground, and ``status`` lists the workers onl
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +23,7 @@ import click
 from flask import Flask
 from flask.cli import NoAppException, ScriptInfo
 
+from flask_execute import beat
 from flask_execute.discovery import APP_ENV, app_import_path, celery_app_of
 from flask_execute.errors import ConfigurationError
 from flask_execute.runtime import WORKER_ENV, AppState
@@ -33,10 +32,6 @@ if TYPE_CHECKING:
     import celery
 
     from flask_execute.extension import Celery
-
-#: The scheduler ``flask celery beat`` runs unless ``-S/--scheduler`` is given: one beat
-#: per broker however many are started (used only when :mod:`flask_execute.beat` exists).
-BEAT_SCHEDULER = "flask_execute.beat:LockedScheduler"
 
 #: Exit status when no worker answers (``EX_UNAVAILABLE``, as ``celery status``).
 EX_UNAVAILABLE = 69
@@ -311,10 +306,11 @@ def _with_defaults(name: str, argv: list[str], app: Flask, celery_app: celery.Ce
     if name in ("worker", "beat") and level and not _given(argv, "-l", "--loglevel"):
         extra.append(f"--loglevel={level}")
     if name == "beat":
-        if not _given(argv, "-S", "--scheduler") and _has_locked_scheduler():
-            extra.append(f"--scheduler={BEAT_SCHEDULER}")
+        # One beat per broker, its state beside the local services' (flask_execute.beat).
+        if not _given(argv, "-S", "--scheduler"):
+            extra.append(f"--scheduler={beat.SCHEDULER}")
         if not _given(argv, "-s", "--schedule"):
-            extra.append(f"--schedule={_schedule_file(app, celery_app)}")
+            extra.append(f"--schedule={beat.schedule_filename(AppState.of(app))}")
     if name == "flower":
         port = app.config.get("CELERY_FLOWER_PORT")
         address = app.config.get("CELERY_FLOWER_ADDRESS")
@@ -323,22 +319,6 @@ def _with_defaults(name: str, argv: list[str], app: Flask, celery_app: celery.Ce
         if address and not _given(argv, "--address"):
             extra.append(f"--address={address}")
     return [*argv, *extra]
-
-
-def _has_locked_scheduler() -> bool:
-    try:
-        module = importlib.import_module("flask_execute.beat")
-    except ImportError:
-        return False
-    return hasattr(module, "LockedScheduler")
-
-
-def _schedule_file(app: Flask, celery_app: celery.Celery) -> str:
-    """Beat's state file: the one the local beat service uses, under CELERY_LOG_DIR."""
-    configured = app.config.get("CELERY_LOG_DIR")
-    folder = Path(configured) if configured else Path(app.instance_path) / "celery"
-    folder.mkdir(parents=True, exist_ok=True)
-    return str(folder / f"celerybeat-schedule-{celery_app.main}")
 
 
 def _prepare_detach(app: Flask, name: str, argv: list[str]) -> None:

@@ -8,13 +8,12 @@ single beat per broker sends the entries; its state file lives in ``CELERY_LOG_D
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flask_execute.beat import SCHEDULER, schedule_filename
 from flask_execute.markers import hookimpl
 from flask_execute.services import Service
-from flask_execute.supervisor import log_dir
 
 if TYPE_CHECKING:
     from flask_execute.runtime import AppState
@@ -24,26 +23,20 @@ KEYS: dict[str, Any] = {
     "CELERY_SCHEDULER": True,
 }
 
-#: The scheduler class beat runs (one beat per broker, by lock).
-SCHEDULER = "flask_execute.beat:LockedScheduler"
-
 
 @hookimpl(trylast=True)
 def flask_execute_add_config_keys() -> Mapping[str, Any]:
     return KEYS
 
 
-def schedule_file(state: AppState) -> str:
-    """Where beat keeps its state for this application."""
-    return str(log_dir(state) / f"celerybeat-schedule-{state.celery_app.main}")
-
-
 @hookimpl
 def flask_execute_local_services(state: AppState) -> list[Service]:
     if not state.app.config["CELERY_SCHEDULER"] or not state.celery_app.conf.beat_schedule:
         return []
-    argv = ["beat", f"--schedule={schedule_file(state)}"]
-    argv.append(f"--loglevel={state.app.config['CELERY_LOG_LEVEL']}")
-    if importlib.util.find_spec("flask_execute.beat") is not None:
-        argv.append(f"--scheduler={SCHEDULER}")
+    argv = [
+        "beat",
+        f"--schedule={schedule_filename(state)}",
+        f"--scheduler={SCHEDULER}",
+        f"--loglevel={state.app.config['CELERY_LOG_LEVEL']}",
+    ]
     return [Service("beat", "beat", argv)]

@@ -124,8 +124,7 @@ def test_beat_and_worker_get_the_apps_defaults(cli_app, tmp_path):
         argv = cli._with_defaults("beat", [], app, celery_app)
         assert f"--schedule={tmp_path}/celerybeat-schedule-{celery_app.main}" in argv
         assert "--loglevel=warning" in argv
-        has_locked = cli._has_locked_scheduler()
-        assert (f"--scheduler={cli.BEAT_SCHEDULER}" in argv) is has_locked
+        assert "--scheduler=flask_execute.beat:LockedScheduler" in argv
         # what the user says wins
         argv = cli._with_defaults("beat", ["-s", "x", "-S", "y", "-l", "info"], app, celery_app)
         assert argv == ["-s", "x", "-S", "y", "-l", "info"]
@@ -340,7 +339,6 @@ def test_beat_runs_the_locked_scheduler_with_its_file_in_the_log_dir(tmp_path):
         text = out.read_text()
         assert proc.poll() is None, text
         assert f"db -> {logs}/celerybeat-schedule-" in text
-        if cli._has_locked_scheduler():
-            assert "flask_execute.beat.LockedScheduler" in text
+        assert "flask_execute.beat.LockedScheduler" in text
     finally:
         helpers.stop_process_tree(proc)
