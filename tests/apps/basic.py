@@ -8,18 +8,10 @@ import time
 from flask import Flask, current_app, g
 
 from flask_execute import Celery, current_task
+from tests.apps import worker_app_config
 
 app = Flask(__name__)
-app.config.update(
-    SECRET_KEY="test-secret",
-    CELERY_BROKER_URL=os.environ.get("FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
-    CELERY_START_LOCAL_WORKERS=False,
-    CELERY_FLOWER=False,
-    CELERY_SCHEDULER=False,
-    MARKER="basic-app",
-    # its own queue: the session-wide worker must never take other tests' messages
-    CELERY_TASK_DEFAULT_QUEUE="basic",
-)
+app.config.update(worker_app_config("basic", "basic-app"))
 celery = Celery(app)
 
 LOADS = []  # how many times this module was imported in this process

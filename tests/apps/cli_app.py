@@ -7,18 +7,10 @@ import os
 from flask import Flask
 
 from flask_execute import Celery
+from tests.apps import worker_app_config
 
 app = Flask(__name__)
-app.config.update(
-    SECRET_KEY="test-secret",
-    CELERY_BROKER_URL=os.environ.get("FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
-    CELERY_START_LOCAL_WORKERS=False,
-    CELERY_FLOWER=False,
-    CELERY_SCHEDULER=False,
-    MARKER="cli-app",
-    # its own queue: workers of these tests never take other tests' messages
-    CELERY_TASK_DEFAULT_QUEUE="cli",
-)
+app.config.update(worker_app_config("cli", "cli-app"))
 celery = Celery(app)
 
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask
 
 from flask_execute import Celery
+from tests.apps import worker_app_config
 
 celery = Celery()
 
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    app.config.update(
-        SECRET_KEY="test-secret",
-        CELERY_BROKER_URL=os.environ.get("FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
-        CELERY_START_LOCAL_WORKERS=False,
-        CELERY_FLOWER=False,
-        CELERY_SCHEDULER=False,
-        MARKER="cli-factory",
-        CELERY_TASK_DEFAULT_QUEUE="cli-factory",
-    )
+    app.config.update(worker_app_config("cli-factory", "cli-factory"))
     celery.init_app(app)
     return app
 

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from flask import Flask, current_app
 
 from flask_execute import Celery, current_task
+from tests.apps import worker_app_config
 
 app = Flask(__name__)
-app.config.update(
-    SECRET_KEY="test-secret",
-    CELERY_BROKER_URL=os.environ.get("FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
-    CELERY_START_LOCAL_WORKERS=False,
-    CELERY_FLOWER=False,
-    CELERY_SCHEDULER=False,
-    MARKER="tasks-app",
-    # its own queue: this module's worker never takes other tests' messages
-    CELERY_TASK_DEFAULT_QUEUE="tasks_app",
-)
+app.config.update(worker_app_config("tasks_app", "tasks-app"))
 celery = Celery(app)
 
 
