@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class RunningTask:
-    """What :data:`current_task` points to while a task runs.
+    """What :data:`~flask_execute.current_task` points to while a task runs.
 
     Attribute access falls through to the Celery task (``request``, ``retry``, ``name``
     ...); ``update_state`` reaches the submitting side's Future, through the result
@@ -62,7 +62,7 @@ _current: contextvars.ContextVar[RunningTask] = contextvars.ContextVar("flask_ex
 
 @contextmanager
 def bind_task(handle: RunningTask) -> Iterator[RunningTask]:
-    """Make ``handle`` the :data:`current_task` for the duration of the block."""
+    """Make ``handle`` the :data:`~flask_execute.current_task` for the duration of the block."""
     token = _current.set(handle)
     try:
         yield handle

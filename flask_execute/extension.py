@@ -22,7 +22,7 @@ from flask_execute.services import ServicesMixin
 from flask_execute.tasks import register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
-#: Use :meth:`Celery.apply` to pass any of them to the function itself.
+#: Use :meth:`~flask_execute.Celery.apply` to pass any of them to the function itself.
 SUBMIT_OPTIONS = ("queue", "countdown", "eta", "expires", "priority")
 
 

@@ -1,7 +1,7 @@
 """Hook specifications: the contract between the core and every plugin.
 
 Every behaviour of flask_execute past the bare core is a plugin answering these hooks.
-The defaults live in :mod:`flask_execute.plugins` and are registered on every plugin
+The defaults live in ``flask_execute.plugins`` and are registered on every plugin
 manager; a third-party plugin is a module or object with functions decorated by
 :data:`flask_execute.hookimpl`, found through the ``flask_execute`` entry-point group
 or given as ``Celery(app, plugins=[...])``.

@@ -34,7 +34,10 @@ class ResultSource(Protocol):
     """Watches the result backend and hands task states to ``AppState.deliver``."""
 
     def start(self) -> None:
-        """Start watching; raise :exc:`BrokerUnavailable` if the backend is unreachable."""
+        """Start watching.
+
+        :raises ~flask_execute.BrokerUnavailable: the backend is unreachable.
+        """
 
     def stop(self) -> None:
         """Stop the background thread."""

@@ -236,7 +236,10 @@ class AppState:
         return RuntimeError(f"task failed with {result!r}")
 
     def get(self, task_id: str) -> Future:
-        """Return a Future for ``task_id``; raise :exc:`UnknownTaskError` if unknown."""
+        """Return a Future for ``task_id``.
+
+        :raises ~flask_execute.UnknownTaskError: nothing is known of ``task_id``.
+        """
         existing = self._pending.get(task_id)
         if existing is not None:
             return existing
