@@ -92,17 +92,25 @@ class Supervisor:
         config = self.state.app.config
         if self.state.in_worker or not config["CELERY_START_LOCAL_WORKERS"]:
             return
-        # The result listener is needed next: set it up while the workers boot.
-        self.start(while_booting=self.state.source)
+        # The result listener is needed next: set it up while the workers boot. Tasks
+        # reach a worker through its queue, so its remote control need not answer yet.
+        self.start(while_booting=self.state.source, answer_control=False)
 
     def start(
-        self, timeout: float | None = None, while_booting: Callable[[], object] | None = None
+        self,
+        timeout: float | None = None,
+        while_booting: Callable[[], object] | None = None,
+        *,
+        answer_control: bool = True,
     ) -> None:
         """Start every described service not yet running; wait until all are ready.
 
         :param while_booting: called after the services were spawned, before waiting for
             them; an exception it raises stops them.
+        :param answer_control: also wait until every new worker answers a ping, so that
+            ``status()``, ``inspect`` and ``control`` reach it at once.
         """
+        timeout = self.timeout if timeout is None else timeout
         with self._lock:
             self._closing = False
             services = [s for s in self.describe() if not self._running(s.name)]
@@ -110,7 +118,29 @@ class Supervisor:
                 return
             if not self._take_host_lock():
                 return  # another process of this app on this host runs them
-            self._launch(services, self.timeout if timeout is None else timeout, while_booting)
+            self._launch(services, timeout, while_booting)
+            if answer_control:
+                started = [s.node for s in services if s.node and s.name in self.processes]
+                self._await_control(started, timeout)
+
+    def _await_control(self, nodes: list[str], timeout: float) -> None:
+        # A worker reports ready before its remote-control subscription is live, and a
+        # broadcast sent in between is lost: ask until each one answers.
+        conf = self.state.celery_app.conf
+        if not nodes or not conf.worker_enable_remote_control:
+            return
+        control = self.state.celery_app.control
+        missing = set(nodes)
+        deadline = time.monotonic() + timeout
+        while missing and time.monotonic() < deadline:
+            replies = control.ping(destination=sorted(missing), timeout=0.1, limit=len(missing))
+            missing -= {name for reply in replies or () for name in reply}
+        if missing:
+            logger.warning(
+                "flask_execute: %s started but did not answer remote control within %gs",
+                ", ".join(sorted(missing)),
+                timeout,
+            )
 
     def _running(self, name: str) -> bool:
         process = self.processes.get(name)

@@ -144,6 +144,8 @@ def test_explicit_start_ignores_start_local_workers_but_submit_respects_it(make_
     assert celery.processes == {} and not launched(os.getpid())
     celery.start()
     assert list(celery.processes) == [worker]
+    # start() returns when the worker answers remote control, not merely when it is up
+    assert {k.split("@")[0]: v for k, v in celery.status(timeout=0.5).items()}[worker] == "OK"
     assert future.result(timeout=30) == 2  # the queued task ran once a worker came
 
 
