@@ -214,3 +214,26 @@ def start_beat(
         args += ["-s", str(schedule_file)]
     env = test_env(FLASK_APP=app_path, FLASK_EXECUTE_TEST_BROKER=broker, **(extra_env or {}))
     return spawn(args, env=env, log=log)
+
+
+def pip_install_target(source: Path, target: Path, *options: str) -> None:
+    """``pip install --no-deps --target target source`` offline; fail with pip's output."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            *options,
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

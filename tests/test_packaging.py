@@ -122,25 +122,7 @@ def test_wheel_contents_map_plugins_into_the_package(wheel: Path) -> None:
 @pytest.mark.timeout(300)
 def test_wheel_install_imports_every_default_plugin(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-index",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
+    helpers.pip_install_target(wheel, site, "--no-index")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # PYTHONPATH comes before site-packages, and the editable finder sits after the

@@ -107,25 +107,7 @@ def test_entry_point_plugin_overrides_the_default_serializer(tmp_path):
     # --no-build-isolation: built offline with the environment's setuptools, which must
     # provide bdist_wheel itself (>= 70.1, pinned in the test extra; older ones need the
     # separate `wheel` distribution and fail with "invalid command 'bdist_wheel'").
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(src),
-        ],
-        timeout=150,
-        capture_output=True,
-        text=True,
-    )
-    assert pip.returncode == 0, pip.stdout + pip.stderr
+    helpers.pip_install_target(src, target, "--no-build-isolation")
     script = textwrap.dedent("""
         from flask import Flask
         from flask_execute import Celery
