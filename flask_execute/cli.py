@@ -24,7 +24,7 @@ from flask import Flask
 from flask.cli import NoAppException, ScriptInfo
 
 from flask_execute import beat
-from flask_execute.discovery import APP_ENV, app_import_path, celery_app_of
+from flask_execute.discovery import APP_ENV, app_import_path, celery_app_of, cwd_importable
 from flask_execute.errors import ConfigurationError
 from flask_execute.runtime import WORKER_ENV, AppState
 
@@ -271,8 +271,7 @@ def _celery_cli() -> click.Group:
 def _load_app(ctx: click.Context) -> Flask:
     """The Flask app of the ``flask`` command (``--app``, ``FLASK_APP``, ``app.py``)."""
     info = ctx.ensure_object(ScriptInfo)
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `python -m flask` does, for FLASK_APP=module
+    cwd_importable()
     app = info.load_app()
     try:
         celery_app_of(app)

@@ -27,12 +27,18 @@ APP_ENV = "FLASK_EXECUTE_APP"
 _FACTORIES = ("create_app", "make_app")
 
 
+def cwd_importable() -> None:
+    """Put the working directory on ``sys.path``, as ``flask`` does, so that
+    ``FLASK_APP=module`` imports."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def load_app(import_path: str | None = None) -> Flask:
     """Load the Flask application a worker serves, marking this process as a worker."""
     os.environ[WORKER_ENV] = "1"
     path = import_path or os.environ.get(APP_ENV) or os.environ.get("FLASK_APP")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `flask` does, so `FLASK_APP=app` imports
+    cwd_importable()
     return ScriptInfo(app_import_path=path).load_app()
 
 

@@ -85,11 +85,7 @@ class ServicesMixin:
         """The running local services of this process: name -> pid."""
         from flask_execute.supervisor import Supervisor
 
-        return {
-            name: proc.pid
-            for name, proc in Supervisor.of(self.state()).processes.items()
-            if proc.alive()
-        }
+        return {name: proc.pid for name, proc in Supervisor.of(self.state()).running().items()}
 
     @property
     def logs(self) -> dict[str, str]:

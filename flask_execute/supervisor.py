@@ -113,7 +113,7 @@ class Supervisor:
         timeout = self.timeout if timeout is None else timeout
         with self._lock:
             self._closing = False
-            services = [s for s in self.describe() if not self._running(s.name)]
+            services = self._missing()
             if not services:
                 return
             if not self._take_host_lock():
@@ -142,9 +142,13 @@ class Supervisor:
                 timeout,
             )
 
-    def _running(self, name: str) -> bool:
-        process = self.processes.get(name)
-        return process is not None and process.alive()
+    def running(self) -> dict[str, ServiceProcess]:
+        """The services this process started that are still alive, by name."""
+        return {name: proc for name, proc in self.processes.items() if proc.alive()}
+
+    def _missing(self) -> list[Service]:
+        running = self.running()
+        return [s for s in self.describe() if s.name not in running]
 
     def _launch(
         self,
@@ -260,8 +264,7 @@ class Supervisor:
                     return
                 self._own(fd)
                 try:
-                    services = [s for s in self.describe() if not self._running(s.name)]
-                    self._launch(services, self.timeout)
+                    self._launch(self._missing(), self.timeout)
                 except Exception as exc:
                     logger.error("flask_execute: taking over local services failed: %s", exc)
 

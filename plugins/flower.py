@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
 from flask_execute.services import Service
+from flask_execute.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -68,7 +69,7 @@ def flask_execute_local_services(state: AppState) -> list[Service]:
         )
         return []
     address, port = str(config["CELERY_FLOWER_ADDRESS"]), int(config["CELERY_FLOWER_PORT"])
-    if port_taken(address, port) and "flower" not in _running(state):
+    if port_taken(address, port) and "flower" not in Supervisor.of(state).running():
         logger.warning(
             "flask_execute: flower not started: %s:%s is taken; set CELERY_FLOWER_PORT to "
             "a free port, or CELERY_FLOWER = False",
@@ -78,12 +79,6 @@ def flask_execute_local_services(state: AppState) -> list[Service]:
         return []
     argv = ["flower", f"--port={port}", f"--address={address}"]
     return [Service("flower", "flower", argv, address=(address, port))]
-
-
-def _running(state: AppState) -> set[str]:
-    from flask_execute.supervisor import Supervisor
-
-    return {name for name, proc in Supervisor.of(state).processes.items() if proc.alive()}
 
 
 @hookimpl
