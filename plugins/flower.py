@@ -63,22 +63,30 @@ def flask_execute_local_services(state: AppState) -> list[Service]:
     if not config["CELERY_FLOWER"]:
         return []
     if importlib.util.find_spec("flower") is None:
-        logger.warning(
+        _warn_once(
+            state,
             "flask_execute: CELERY_FLOWER is on but flower is not installed: "
-            "pip install flower, or set CELERY_FLOWER = False"
+            "pip install flower, or set CELERY_FLOWER = False",
         )
         return []
     address, port = str(config["CELERY_FLOWER_ADDRESS"]), int(config["CELERY_FLOWER_PORT"])
     if port_taken(address, port) and "flower" not in Supervisor.of(state).running():
-        logger.warning(
-            "flask_execute: flower not started: %s:%s is taken; set CELERY_FLOWER_PORT to "
-            "a free port, or CELERY_FLOWER = False",
-            address,
-            port,
+        _warn_once(
+            state,
+            f"flask_execute: flower not started: {address}:{port} is taken; set "
+            "CELERY_FLOWER_PORT to a free port, or CELERY_FLOWER = False",
         )
         return []
     argv = ["flower", f"--port={port}", f"--address={address}"]
     return [Service("flower", "flower", argv, address=(address, port))]
+
+
+def _warn_once(state: AppState, message: str) -> None:
+    # The services are described again by status() and celery.logs: say it once.
+    said: set[str] = state.plugin_data.setdefault("flower", set())
+    if message not in said:
+        said.add(message)
+        logger.warning(message)
 
 
 @hookimpl

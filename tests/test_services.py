@@ -234,7 +234,9 @@ def test_taken_flower_port_and_missing_flower_are_warnings_naming_the_key(
         app, celery = make_app(CELERY_WORKERS=names(), CELERY_FLOWER=True, CELERY_FLOWER_PORT=port)
         with caplog.at_level(logging.WARNING, logger="flask_execute"):
             celery.start()
+            assert celery.logs  # describes the services again
         assert "CELERY_FLOWER_PORT" in caplog.text
+        assert caplog.text.count("is taken") == 1  # said once, not on every description
         assert "flower" not in celery.processes and len(celery.processes) == 1
     import importlib.util
 
