@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from celery.beat import PersistentScheduler
 
-from flask_execute.supervisor import log_dir
+from flask_execute.config import files_dir
 
 if TYPE_CHECKING:
     import celery
@@ -46,7 +46,13 @@ SCHEDULER = "flask_execute.beat:LockedScheduler"
 DEFAULT_LOCK_TIMEOUT = 15.0
 
 #: Celery's default ``beat_schedule_filename`` (a file in the working directory).
-_CELERY_DEFAULT_FILENAME = "celerybeat-schedule"
+CELERY_DEFAULT_FILENAME = "celerybeat-schedule"
+
+#: Celery settings the ``beat`` plugin fills from ``CELERY_BEAT_LOCK_TIMEOUT`` and
+#: ``CELERY_BEAT_LOCK_KEY`` (beat extensions keep their options in Celery's
+#: configuration, so a beat started by any command finds them).
+LOCK_TIMEOUT_SETTING = "flask_execute_beat_lock_timeout"
+LOCK_KEY_SETTING = "flask_execute_beat_lock_key"
 
 
 class BeatLock(Protocol):
@@ -147,31 +153,26 @@ class FileBeatLock:
             file.close()
 
 
-def _app_state(celery_app: celery.Celery) -> AppState | None:
-    state: AppState | None = getattr(celery_app, "flask_execute_state", None)
-    return state
-
-
-def _config(celery_app: celery.Celery) -> dict[str, Any]:
-    state = _app_state(celery_app)
-    return dict(state.app.config) if state is not None else {}
-
-
 def schedule_filename(state: AppState) -> str:
     """The schedule file of ``state``'s app: ``<log folder>/celerybeat-schedule-<main>``."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(state.celery_app.main))
-    return str(log_dir(state) / f"celerybeat-schedule-{name}")
+    return str(files_dir(state.app) / f"celerybeat-schedule-{name}")
 
 
 def lock_key(celery_app: celery.Celery) -> str:
     """The Redis key of the beat lock: ``CELERY_BEAT_LOCK_KEY`` or one per Celery app."""
-    key = _config(celery_app).get("CELERY_BEAT_LOCK_KEY")
+    key = celery_app.conf.get(LOCK_KEY_SETTING)
     return str(key) if key else f"flask_execute:beat-lock:{celery_app.main}"
+
+
+def lock_timeout(celery_app: celery.Celery) -> float:
+    """Seconds the lock lives unless renewed: ``CELERY_BEAT_LOCK_TIMEOUT``."""
+    return float(celery_app.conf.get(LOCK_TIMEOUT_SETTING) or DEFAULT_LOCK_TIMEOUT)
 
 
 def make_lock(celery_app: celery.Celery, schedule_file: str) -> BeatLock:
     """The lock for this app's beat: in Redis for a Redis broker, else on a file."""
-    timeout = float(_config(celery_app).get("CELERY_BEAT_LOCK_TIMEOUT") or DEFAULT_LOCK_TIMEOUT)
+    timeout = lock_timeout(celery_app)
     url = str(celery_app.conf.broker_url or "")
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisBeatLock(url, lock_key(celery_app), timeout)
@@ -181,8 +182,8 @@ def make_lock(celery_app: celery.Celery, schedule_file: str) -> BeatLock:
 class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
     """:class:`celery.beat.PersistentScheduler` that only ticks while it holds the lock.
 
-    Without ``-s``, the schedule file goes to ``CELERY_LOG_DIR`` (else the app's
-    instance folder) as ``celerybeat-schedule-<app>``, not the working directory.
+    Its lock settings come from the Celery configuration, which the ``beat`` plugin
+    fills (with ``beat_schedule_filename`` in ``CELERY_LOG_DIR``).
     """
 
     _store: Any = None
@@ -191,19 +192,16 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
     def __init__(self, app: celery.Celery, *args: Any, **kwargs: Any) -> None:
         lazy = bool(kwargs.pop("lazy", False))
         filename = kwargs.get("schedule_filename")
-        state = _app_state(app)
-        if state is not None and filename in (None, _CELERY_DEFAULT_FILENAME):
-            filename = kwargs["schedule_filename"] = schedule_filename(state)
         # The store opens once the lock is ours (never in __init__): a waiting beat must
         # not touch a schedule file the holder has open.
         super().__init__(app, *args, lazy=True, **kwargs)
-        timeout = float(_config(app).get("CELERY_BEAT_LOCK_TIMEOUT") or DEFAULT_LOCK_TIMEOUT)
+        timeout = lock_timeout(app)
         # Renew well before expiry, and look for a free lock as often while waiting.
         self.max_interval = min(float(self.max_interval), timeout / 3)
         self._lock: BeatLock | None = None
         self._holding = False
         if not lazy:  # a lazy instance only describes beat (its banner): no lock
-            file = str(filename or _CELERY_DEFAULT_FILENAME)
+            file = str(filename or CELERY_DEFAULT_FILENAME)
             Path(file).parent.mkdir(parents=True, exist_ok=True)
             self._lock = make_lock(app, file)
 

@@ -9,28 +9,22 @@ configured local service in the foreground, and ``status`` lists the workers onl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from flask import Flask
-from flask.cli import NoAppException, ScriptInfo
+from flask.cli import NoAppException
 
-from flask_execute import beat
-from flask_execute.discovery import APP_ENV, app_import_path, celery_app_of, cwd_importable
+from flask_execute.cluster import cluster_command
+from flask_execute.discovery import APP_ENV, app_import_path, load_cli_app
 from flask_execute.errors import ConfigurationError
 from flask_execute.runtime import WORKER_ENV, AppState
 
 if TYPE_CHECKING:
-    import celery
-
     from flask_execute.extension import Celery
 
 #: Exit status when no worker answers (``EX_UNAVAILABLE``, as ``celery status``).
@@ -101,7 +95,7 @@ def run_celery(ctx: click.Context, name: str, args: Sequence[str]) -> None:
     os.environ[WORKER_ENV] = "1"
     app: Flask | None
     try:
-        app = _load_app(ctx)
+        app = load_cli_app(ctx)
     except (NoAppException, click.ClickException):
         if not wants_help:
             raise
@@ -112,7 +106,9 @@ def run_celery(ctx: click.Context, name: str, args: Sequence[str]) -> None:
         state.in_worker = True
         default_map = {"app": state.celery_app}
         if not wants_help:
-            argv = _with_defaults(name, argv, app, state.celery_app)
+            target = _celery_cli().commands[name]
+            default_map[name], extra = _defaults(app, name, target, argv)
+            argv = [*argv, *extra]
             if name == "worker" and ("--detach" in argv or "-D" in argv):
                 _prepare_detach(app, name, argv)
     parent = ctx.parent.command_path if ctx.parent is not None else "flask celery"
@@ -182,7 +178,7 @@ def status_command(
     ctx: click.Context, timeout: float, destination: str | None, as_json: bool
 ) -> None:
     """Show the workers online (``foo@host: OK``)."""
-    app = _load_app(ctx)
+    app = load_cli_app(ctx)
     ext = _extension(app)
     with app.app_context():
         if destination is None and hasattr(ext, "status"):
@@ -202,62 +198,10 @@ def status_command(
         ctx.exit(EX_UNAVAILABLE)
 
 
-@celery_group.command("cluster")
-@click.option(
-    "-t",
-    "--timeout",
-    type=float,
-    default=None,
-    help="Seconds to wait for the services to be ready [default: CELERY_START_TIMEOUT].",
-)
-@click.pass_context
-def cluster_command(ctx: click.Context, timeout: float | None) -> None:
-    """Start every configured service (workers, flower, beat) and stream their logs.
-
-    Ctrl-C (or SIGTERM) stops all of them.
-    """
-    # This process supervises, it runs no task: it must be allowed to start services.
-    os.environ.pop(WORKER_ENV, None)
-    app = _load_app(ctx)
-    ext = _extension(app)
-    for method in ("start", "stop", "logs", "processes"):
-        if not hasattr(ext, method):
-            raise click.ClickException(
-                f"this flask_execute has no local services API (celery.{method}): "
-                "install a version with flask_execute.services"
-            )
-    code = 0
-    with app.app_context(), _interrupt_once():
-        tail = _Tail(ext.logs)
-        try:
-            click.echo(f"Starting {', '.join(tail.names) or 'no services'} ...")
-            ext.start(timeout=timeout)
-            started = dict(ext.processes)
-            for name, pid in sorted(started.items()):
-                click.echo(f"{_prefix(name)} running, pid {pid}, log {tail.paths[name]}")
-            while started:
-                tail.pump()
-                alive = ext.processes
-                for gone in sorted(set(started) - set(alive)):
-                    click.echo(f"{_prefix(gone)} exited", err=True)
-                    del started[gone]
-                _POLL.wait(0.2)  # log files have no change notification worth a thread
-            click.echo("Every service exited.", err=True)
-            code = 1
-        except KeyboardInterrupt:
-            pass  # Ctrl-C or SIGTERM: stop everything, exit 0
-        except Exception as error:
-            tail.pump()
-            click.echo(f"Error: {error}", err=True)
-            code = 1
-        finally:
-            click.echo("Stopping services ...")
-            ext.stop()
-            tail.pump()
-    ctx.exit(code)
-
-
 # -- helpers ---------------------------------------------------------------------------
+
+
+celery_group.add_command(cluster_command)
 
 
 def _celery_cli() -> click.Group:
@@ -266,18 +210,6 @@ def _celery_cli() -> click.Group:
 
     group: click.Group = celery
     return group
-
-
-def _load_app(ctx: click.Context) -> Flask:
-    """The Flask app of the ``flask`` command (``--app``, ``FLASK_APP``, ``app.py``)."""
-    info = ctx.ensure_object(ScriptInfo)
-    cwd_importable()
-    app = info.load_app()
-    try:
-        celery_app_of(app)
-    except ConfigurationError as error:
-        raise click.ClickException(str(error)) from None
-    return app
 
 
 def _extension(app: Flask) -> Celery:
@@ -298,26 +230,25 @@ def _given(argv: Sequence[str], *options: str) -> bool:
     return False
 
 
-def _with_defaults(name: str, argv: list[str], app: Flask, celery_app: celery.Celery) -> list[str]:
-    """Add the application's defaults to a service command the user did not override."""
-    extra: list[str] = []
-    level = app.config.get("CELERY_LOG_LEVEL")
-    if name in ("worker", "beat") and level and not _given(argv, "-l", "--loglevel"):
-        extra.append(f"--loglevel={level}")
-    if name == "beat":
-        # One beat per broker, its state beside the local services' (flask_execute.beat).
-        if not _given(argv, "-S", "--scheduler"):
-            extra.append(f"--scheduler={beat.SCHEDULER}")
-        if not _given(argv, "-s", "--schedule"):
-            extra.append(f"--schedule={beat.schedule_filename(AppState.of(app))}")
-    if name == "flower":
-        port = app.config.get("CELERY_FLOWER_PORT")
-        address = app.config.get("CELERY_FLOWER_ADDRESS")
-        if port and not _given(argv, "--port"):
-            extra.append(f"--port={port}")
-        if address and not _given(argv, "--address"):
-            extra.append(f"--address={address}")
-    return [*argv, *extra]
+def _defaults(
+    app: Flask, name: str, target: click.Command, argv: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """The plugins' defaults for ``flask celery <name>``
+    (:func:`~flask_execute.hookspecs.flask_execute_add_command_defaults`).
+
+    :return: click's ``default_map`` for the command's own options, and arguments to
+        add for options it takes unparsed (flower hands its argv to tornado, which
+        click's default_map cannot reach); an option given in ``argv`` wins.
+    """
+    defaults = AppState.of(app).pm.add_command_defaults(app).get(name, {})
+    params = {param.name for param in target.params}
+    default_map = {key: value for key, value in defaults.items() if key in params}
+    extra = [
+        f"--{key}={value}"
+        for key, value in defaults.items()
+        if key not in params and value is not None and not _given(argv, f"--{key}")
+    ]
+    return default_map, extra
 
 
 def _prepare_detach(app: Flask, name: str, argv: list[str]) -> None:
@@ -341,71 +272,3 @@ def _remote_command(argv: Sequence[str]) -> str | None:
         elif not arg.startswith("-"):
             return arg
     return None
-
-
-def _prefix(name: str) -> str:
-    return click.style(f"[{name}]", fg="cyan", bold=True)
-
-
-class _Tail:
-    """Follows the services' log files from their current end, line by line."""
-
-    def __init__(self, logs: dict[str, str]) -> None:
-        self.paths = dict(logs)
-        self.names = sorted(self.paths)
-        self._offsets = {name: _size(path) for name, path in self.paths.items()}
-        self._partial = dict.fromkeys(self.paths, b"")
-
-    def pump(self) -> None:
-        for name in self.names:
-            for line in self._read(name):
-                click.echo(f"{_prefix(name)} {line}")
-
-    def _read(self, name: str) -> Iterator[str]:
-        path = self.paths[name]
-        size = _size(path)
-        if size < self._offsets[name]:
-            self._offsets[name] = 0  # the log was truncated or replaced
-        if size == self._offsets[name]:
-            return
-        with open(path, "rb") as log:
-            log.seek(self._offsets[name])
-            data = self._partial[name] + log.read()
-            self._offsets[name] = log.tell()
-        *lines, self._partial[name] = data.split(b"\n")
-        for line in lines:
-            yield line.decode("utf-8", "replace").rstrip("\r")
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-#: Never set: a sleep that a signal handler's exception interrupts.
-_POLL = threading.Event()
-
-
-@contextlib.contextmanager
-def _interrupt_once() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :exc:`KeyboardInterrupt` once while the block runs.
-
-    Later signals are ignored, so a second Ctrl-C cannot cut the services' shutdown
-    short (the services' own safety net still covers a SIGKILL).
-    """
-    fired = False
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        nonlocal fired
-        if not fired:
-            fired = True
-            raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from celery.app.defaults import _TO_NEW_KEY, SETTING_KEYS
 
 from flask_execute.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 logger = logging.getLogger("flask_execute")
 
@@ -78,3 +82,10 @@ def require_seconds(config: Mapping[str, Any], *keys: str) -> None:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigurationError(f"{key} must be a positive number of seconds, not {value!r}")
+
+
+def files_dir(app: Flask) -> Path:
+    """The folder of the files local services write: ``CELERY_LOG_DIR``, else
+    ``<instance folder>/celery`` (declared by the core, read by several plugins)."""
+    configured = app.config.get("CELERY_LOG_DIR")
+    return Path(configured) if configured else Path(app.instance_path) / "celery"

@@ -11,6 +11,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+import click
 from flask import Flask
 from flask.cli import ScriptInfo
 
@@ -57,6 +58,19 @@ def celery_app_of(app: Flask) -> celery.Celery:
     return AppState.of(app).celery_app
 
 
+def load_cli_app(ctx: click.Context) -> Flask:
+    """The Flask app of the ``flask`` command (``--app``, ``FLASK_APP``, ``app.py``);
+    a :exc:`click.ClickException` if it does not use flask_execute."""
+    info = ctx.ensure_object(ScriptInfo)
+    cwd_importable()
+    app = info.load_app()
+    try:
+        celery_app_of(app)
+    except ConfigurationError as error:
+        raise click.ClickException(str(error)) from None
+    return app
+
+
 def app_import_path(app: Flask) -> str:
     """Return an import path under which a new process loads this very app.
 
@@ -87,12 +101,7 @@ def app_import_path(app: Flask) -> str:
 
 
 def _cli_import_path() -> str | None:
-    try:
-        import click
-
-        ctx = click.get_current_context(silent=True)
-    except Exception:  # pragma: no cover - click always importable with Flask
-        return None
+    ctx = click.get_current_context(silent=True)
     if ctx is None:
         return None
     info = ctx.find_object(ScriptInfo)

@@ -1,9 +1,20 @@
-"""The ``Celery`` Flask extension: configuration and dynamic submission."""
+"""The ``Celery`` Flask extension: the one class users hold.
+
+It registers applications (configuration, plugin manager, Celery app, per-app record)
+and offers, for the current application, dynamic submission (``submit``, ``apply``,
+``map``, ``get``), registered and scheduled tasks (``task``, ``schedule``), the local
+services (``start``, ``stop``, ``status``, ``processes``, ``logs``) and Celery's remote
+control (``inspect``, ``control``). The work behind each is done by plugins and by the
+modules named in their docstrings.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import os
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -12,13 +23,15 @@ import celery
 from flask import Flask, current_app, has_app_context
 
 from flask_execute.config import celery_settings
+from flask_execute.errors import ServiceError
+from flask_execute.essentials import check_disabled_plugins
 from flask_execute.futures import Future, FuturePool
-from flask_execute.inspection import InspectMixin
+from flask_execute.inspection import Control, Inspect
 from flask_execute.manager import PluginManager
 from flask_execute.markers import NAME
-from flask_execute.registry import TasksMixin
-from flask_execute.runtime import AppState
-from flask_execute.services import ServicesMixin
+from flask_execute.registry import TaskRegistry
+from flask_execute.runtime import AppState, Message
+from flask_execute.schedules import ScheduleRegistry
 from flask_execute.tasks import register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
@@ -26,7 +39,7 @@ from flask_execute.tasks import register_run_task, task_class
 SUBMIT_OPTIONS = ("queue", "countdown", "eta", "expires", "priority")
 
 
-class Celery(ServicesMixin, TasksMixin, InspectMixin):
+class Celery:
     """Runs functions on Celery workers, inside the Flask application context.
 
     :param app: the Flask application; or call :meth:`init_app` later.
@@ -36,7 +49,7 @@ class Celery(ServicesMixin, TasksMixin, InspectMixin):
         for every application this extension serves, after the installed ones.
 
     One extension object can serve several applications; each gets its own Celery app,
-    plugin manager and state in ``app.extensions``.
+    plugin manager and record in ``app.extensions``.
     """
 
     def __init__(
@@ -49,24 +62,26 @@ class Celery(ServicesMixin, TasksMixin, InspectMixin):
         self.base_task: type[celery.Task] = base_task or celery.Task
         self.plugins = list(plugins)
         self._apps: list[weakref.ref[Flask]] = []
-        super().__init__()
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         """Register the extension on ``app``: configure Celery from ``app.config``.
 
-        :raises ConfigurationError: an extension key has a wrong value.
+        :raises ConfigurationError: an extension key has a wrong value, or a hook the
+            core needs has no answer (its default plugin is blocked).
         """
         if NAME in app.extensions:
             raise RuntimeError(f"flask_execute is already registered on {app.name!r}")
-        pm = PluginManager(
-            blocked=app.config.get("CELERY_DISABLED_PLUGINS", ()), plugins=self.plugins
-        )
+        blocked = check_disabled_plugins(app.config.get("CELERY_DISABLED_PLUGINS", []))
+        pm = PluginManager(blocked=blocked, plugins=self.plugins)
+        pm.check_required()
         keys = pm.config_keys()
         for key, default in keys.items():
             app.config.setdefault(key, copy.copy(default))
         pm.validate_config(app, app.config)
+        if app.config["CELERY_TRACE_HOOKS"]:
+            pm.trace_hooks()
         settings = celery_settings(app.config, keys)
         pm.configure_celery(app, settings)
         celery_app = CeleryApp(
@@ -78,13 +93,19 @@ class Celery(ServicesMixin, TasksMixin, InspectMixin):
         register_run_task(state)
         app.extensions[NAME] = state
         app.extensions["celery"] = self
-        self._apps.append(weakref.ref(app))
-        pm.init_app(app, state)
+        ref = weakref.ref(app)
+        self._apps.append(ref)
+        try:
+            pm.init_app(app)
+        except BaseException:  # a plugin refused the app: leave it unregistered
+            del app.extensions[NAME], app.extensions["celery"]
+            self._apps.remove(ref)
+            raise
 
     # -- which application -------------------------------------------------------------
 
     def state(self, app: Flask | None = None) -> AppState:
-        """Return the state for ``app``, the current app, or the only registered app."""
+        """Return the record of ``app``, the current app, or the only registered app."""
         if app is None and has_app_context():
             app = current_app._get_current_object()  # type: ignore[attr-defined]
             if app.extensions.get("celery") is not self:
@@ -134,8 +155,7 @@ class Celery(ServicesMixin, TasksMixin, InspectMixin):
         Unlike :meth:`submit`, no keyword of ``fn`` is reserved.
         """
         state = self.state()
-        message = state.call_message(fn, tuple(args), kwargs or {}, options)
-        return state.send([message])[0]
+        return state.send([_message(state, fn, tuple(args), kwargs or {}, options)])[0]
 
     def map(self, fn: Callable[..., Any], /, *calls: Any, **kwargs: Any) -> FuturePool:
         """Run ``fn`` once per positional argument, each the argument list of one call.
@@ -148,9 +168,7 @@ class Celery(ServicesMixin, TasksMixin, InspectMixin):
         options = _pop_options(kwargs)
         state = self.state()
         messages = [
-            state.call_message(
-                fn, tuple(c) if isinstance(c, (list, tuple)) else (c,), kwargs, options
-            )
+            _message(state, fn, tuple(c) if isinstance(c, (list, tuple)) else (c,), kwargs, options)
             for c in calls
         ]
         return state.pool(state.send(messages) if messages else [])
@@ -160,7 +178,99 @@ class Celery(ServicesMixin, TasksMixin, InspectMixin):
 
         :raises UnknownTaskError: nothing is known of ``task_id``.
         """
-        return self.state().get(task_id)
+        return self.state().futures.get(task_id)
+
+    # -- registered and scheduled tasks ------------------------------------------------
+
+    @functools.cached_property
+    def task(self) -> TaskRegistry:
+        """Register tasks: ``@celery.task``; find them: ``celery.task.add``."""
+        return TaskRegistry(self)
+
+    @functools.cached_property
+    def schedule(self) -> ScheduleRegistry:
+        """Schedule tasks: ``@celery.schedule(hour=0, minute=0)``."""
+        return ScheduleRegistry(self.task)
+
+    # -- local services ----------------------------------------------------------------
+
+    def start(self, timeout: float | None = None) -> None:
+        """Start every configured local service and return when all are ready.
+
+        Workers of ``CELERY_WORKERS``, flower when ``CELERY_FLOWER``, beat when
+        ``CELERY_SCHEDULER`` and a schedule exists; unlike the start on first
+        ``submit()``, this ignores ``CELERY_START_LOCAL_WORKERS``. Services already
+        running are left as they are.
+
+        :param timeout: seconds to wait for readiness (default ``CELERY_START_TIMEOUT``).
+        :raises ServiceError: a service exited or was not ready in time (the message
+            names it, its log file and its last log lines; nothing is left running),
+            or no plugin runs local services.
+        """
+        supervisor = self.state().supervisor
+        if supervisor is None:
+            raise ServiceError(
+                "local services are off: no plugin answers flask_execute_make_supervisor "
+                "(the 'services' plugin is blocked by CELERY_DISABLED_PLUGINS); start "
+                "workers yourself with `flask celery worker`"
+            )
+        supervisor.start(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every local service this process started.
+
+        :param timeout: seconds they get to exit after SIGTERM before SIGKILL
+            (default ``CELERY_START_TIMEOUT``).
+        """
+        supervisor = self.state().supervisor
+        if supervisor is not None:
+            supervisor.stop(timeout)
+
+    def status(self, timeout: float = 1.0) -> dict[str, str]:
+        """Ping the workers in-process: ``{"foo@host": "OK", ...}``.
+
+        Configured workers that do not answer within ``timeout`` are ``"OFFLINE"``;
+        the call returns as soon as every configured worker answered.
+        """
+        state = self.state()
+        expected = {s.node for s in state.pm.describe_services(state.app) if s.node}
+        found: dict[str, str] = {}
+
+        def on_reply(reply: dict[str, object]) -> None:
+            found.update(dict.fromkeys(reply, "OK"))
+            if expected and expected <= found.keys():
+                raise _AllAnswered  # ends Celery's reply collection early
+
+        with contextlib.suppress(_AllAnswered):
+            state.celery_app.control.ping(timeout=timeout, callback=on_reply)
+        for node in sorted(expected):
+            found.setdefault(node, "OFFLINE")
+        return found
+
+    @property
+    def processes(self) -> dict[str, int]:
+        """The running local services of this process: name -> pid."""
+        supervisor = self.state().supervisor
+        running = supervisor.running() if supervisor is not None else {}
+        return {name: process.pid for name, process in running.items()}
+
+    @property
+    def logs(self) -> dict[str, str]:
+        """The log file of every configured local service: name -> path."""
+        supervisor = self.state().supervisor
+        return supervisor.log_paths() if supervisor is not None else {}
+
+    # -- remote control ----------------------------------------------------------------
+
+    @property
+    def inspect(self) -> Inspect:
+        """Celery's inspect API for the current app's workers (:class:`Inspect`)."""
+        return Inspect(self.celery_app)
+
+    @property
+    def control(self) -> Control:
+        """Celery's control API for the current app's workers (:class:`Control`)."""
+        return Control(self.celery_app)
 
 
 class CeleryApp(celery.Celery):  # type: ignore[misc]
@@ -177,6 +287,10 @@ class CeleryApp(celery.Celery):  # type: ignore[misc]
         return backend
 
 
+class _AllAnswered(Exception):
+    pass
+
+
 def _no_subscription(producer: Any, task_id: str) -> None:
     return None
 
@@ -185,12 +299,31 @@ def _pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: kwargs.pop(key) for key in SUBMIT_OPTIONS if key in kwargs}
 
 
+def _message(
+    state: AppState,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    options: Mapping[str, Any],
+) -> Message:
+    """Pack one call of ``fn`` into a message for the run task."""
+    if not callable(fn):
+        raise TypeError(f"submit() needs a callable as its first argument, not {fn!r}")
+    token = state.wire.pack_call(fn, args, kwargs)
+    name = _display_name(fn)
+    return Message(state.run_task, (token,), {}, {"shadow": name, **options}, name)
+
+
+def _display_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{qualname}"
+
+
 def _main_name(app: Flask) -> str:
     # Task names of a script run as `python app.py` must match the worker's, which
     # imports the same file as a module named after it.
     if app.import_name == "__main__":
-        import sys
-
         file = getattr(sys.modules["__main__"], "__file__", None)
         if file:
             return str(os.path.splitext(os.path.basename(file))[0])

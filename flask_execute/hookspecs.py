@@ -14,7 +14,19 @@ How to change a default:
   get the default's result;
 * **remove** it: list its name in ``CELERY_DISABLED_PLUGINS``.
 
-Every hook receives keyword arguments only; a plugin may accept any subset of them.
+**One convention for context.** Every hook about an application receives that Flask
+``app`` as its first argument (only :func:`flask_execute_add_config_keys` has none);
+what else a hook needs comes as further keyword arguments (the task, the service, the
+messages). The application's record, with its Celery app, plugin manager and pending
+futures, is ``AppState.of(app)`` (:class:`~flask_execute.runtime.AppState`). A plugin
+may accept any subset of a hook's arguments.
+
+**Answers the core needs.** The first-result hooks in
+:data:`~flask_execute.manager.REQUIRED_HOOKS` must be answered: ``init_app`` fails with
+a :exc:`~flask_execute.ConfigurationError` naming the hook when no plugin implements
+one (its default was blocked), and a call that every implementation answers with
+``None`` fails the same way. The other first-result hooks switch a feature off when
+unanswered.
 """
 
 from __future__ import annotations
@@ -30,10 +42,9 @@ if TYPE_CHECKING:
 
     from flask_execute.futures import Future, FuturePool
     from flask_execute.listener import ResultSource
-    from flask_execute.processes import ServiceProcess
-    from flask_execute.runtime import AppState, Message
+    from flask_execute.runtime import Message
     from flask_execute.serializers import Serializer
-    from flask_execute.services import Service
+    from flask_execute.services import Service, ServiceProcess, Supervisor
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -78,12 +89,11 @@ def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None
 
 
 @hookspec
-def flask_execute_init_app(app: Flask, state: AppState) -> None:
+def flask_execute_init_app(app: Flask) -> None:
     """Set up per-application behaviour once the Celery application exists.
 
-    :param app: the Flask application being registered.
-    :param state: its :class:`~flask_execute.runtime.AppState` (Celery app, plugin
-        manager, futures).
+    :param app: the Flask application being registered; ``AppState.of(app)`` is its
+        record (Celery app, plugin manager, futures).
 
     Called last in ``init_app``; register tasks, signals or teardown handlers here.
     """
@@ -100,7 +110,7 @@ def flask_execute_make_serializer(app: Flask) -> Serializer:
     :return: an object with ``name``, ``dumps(obj) -> bytes`` and
         ``loads(data) -> obj`` (see :class:`~flask_execute.serializers.Serializer`).
 
-    First result wins; the default is cloudpickle. Whatever it returns, the core signs
+    First result wins; required. The default is cloudpickle. Whatever it returns, the core signs
     its output with HMAC and verifies the signature before ``loads`` is ever called.
     """
 
@@ -109,23 +119,25 @@ def flask_execute_make_serializer(app: Flask) -> Serializer:
 
 
 @hookspec(firstresult=True)
-def flask_execute_send(state: AppState, messages: Sequence[Message]) -> list[Future]:
+def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
     """Deliver task messages for execution and return one Future per message.
 
-    :param state: the application's state.
+    :param app: the Flask application sending them.
     :param messages: the calls to send, in order; ``submit`` sends one, ``map`` many.
     :return: the futures, in the order of ``messages``.
 
-    First result wins. The default publishes through Celery's broker; the ``eager``
-    plugin answers first when ``task_always_eager`` is on and runs them in-process.
+    First result wins; required. The default publishes through Celery's broker; the
+    ``eager`` plugin answers first when ``task_always_eager`` is on and runs them
+    in-process. The default refuses to publish while eager mode is on, so blocking
+    ``eager`` with eager mode on fails at ``init_app``.
     """
 
 
 @hookspec
-def flask_execute_before_send(state: AppState) -> None:
+def flask_execute_prepare_send(app: Flask) -> None:
     """Prepare for the first message this process sends for this application.
 
-    :param state: the application's state.
+    :param app: the Flask application about to send.
 
     Called once per process and application, before the first message goes out (never
     in eager mode); the local-services plugin starts workers here. A failure raised here
@@ -141,7 +153,7 @@ def flask_execute_run_task(app: Flask, task: celery.Task, run: Callable[[], Any]
     :param task: the Celery task being run (its ``request`` is the current request).
     :param run: calls the task body and returns its result.
 
-    First result wins; the default calls ``run()``. Wrap it with
+    First result wins; required. The default calls ``run()``. Wrap it with
     ``@hookimpl(wrapper=True)`` to run code around every task, as the default
     ``appcontext`` plugin does to push the Flask application context and bind
     :data:`~flask_execute.current_task`. Called in the worker for every task, and
@@ -153,39 +165,42 @@ def flask_execute_run_task(app: Flask, task: celery.Task, run: Callable[[], Any]
 
 
 @hookspec(firstresult=True)
-def flask_execute_make_future(state: AppState, task_id: str, name: str | None) -> Future:
+def flask_execute_make_future(app: Flask, task_id: str, name: str | None) -> Future:
     """Create the Future that stands for one task.
 
-    :param state: the application's state.
+    :param app: the Flask application the task belongs to; pass
+        ``AppState.of(app).futures`` as the Future's owner so it can be cancelled.
     :param task_id: the Celery task id.
     :param name: the task's display name (the submitted function's dotted name).
     :return: a :class:`~flask_execute.Future` (or a subclass).
 
-    First result wins; called for every sent task and by ``celery.get(task_id)``.
+    First result wins; required. Called for every sent task and by
+    ``celery.get(task_id)``.
     """
 
 
 @hookspec(firstresult=True)
-def flask_execute_make_pool(state: AppState, futures: list[Future]) -> FuturePool:
+def flask_execute_make_pool(app: Flask, futures: list[Future]) -> FuturePool:
     """Create the FuturePool returned by ``celery.map``.
 
-    :param state: the application's state.
+    :param app: the Flask application of the calls.
     :param futures: the futures of the mapped calls, in order.
 
-    First result wins.
+    First result wins; required.
     """
 
 
 @hookspec(firstresult=True)
-def flask_execute_make_result_source(state: AppState) -> ResultSource:
+def flask_execute_make_result_source(app: Flask) -> ResultSource:
     """Return the one object that watches the result backend for this application.
 
-    :param state: the application's state.
+    :param app: the Flask application.
     :return: a :class:`~flask_execute.listener.ResultSource`; it feeds every Future of
         the application from one background thread (Redis pub/sub by default, polling
         for other backends).
 
-    First result wins; called once, when the first Future needs it.
+    First result wins; required. Called once, when the first Future needs it; the
+    source hands what it sees to ``AppState.of(app).futures.deliver``.
     """
 
 
@@ -193,10 +208,10 @@ def flask_execute_make_result_source(state: AppState) -> ResultSource:
 
 
 @hookspec
-def flask_execute_local_services(state: AppState) -> list[Service]:
+def flask_execute_describe_services(app: Flask) -> list[Service]:
     """Describe the local services this plugin contributes (workers, flower, beat).
 
-    :param state: the application's state.
+    :param app: the Flask application.
     :return: service descriptions; an empty list when the plugin has none to run.
 
     Every plugin's answer is concatenated. Called by ``celery.start()``, on the first
@@ -205,10 +220,39 @@ def flask_execute_local_services(state: AppState) -> list[Service]:
 
 
 @hookspec(firstresult=True)
-def flask_execute_spawn_service(state: AppState, service: Service) -> ServiceProcess:
+def flask_execute_make_supervisor(app: Flask) -> Supervisor:
+    """Return the object that starts, watches and stops the application's local services.
+
+    :param app: the Flask application.
+    :return: a :class:`~flask_execute.services.Supervisor`; ``celery.start()``,
+        ``stop()``, ``processes`` and ``logs`` go through it.
+
+    First result wins; called once per application, on first use. Unanswered (the
+    ``services`` plugin blocked), local services are off: ``celery.start()`` raises
+    :exc:`~flask_execute.ServiceError`, ``stop()`` does nothing, ``processes`` and
+    ``logs`` are empty, and ``status()`` still asks the workers.
+    """
+
+
+@hookspec
+def flask_execute_add_command_defaults(app: Flask) -> Mapping[str, Mapping[str, Any]]:
+    """Give defaults to the options of ``flask celery`` subcommands.
+
+    :param app: the application the ``flask`` command loaded.
+    :return: ``{command: {parameter name: value}}``, e.g.
+        ``{"worker": {"loglevel": "debug"}}``: click's ``default_map`` for Celery's
+        subcommands, so an option given on the command line still wins.
+
+    Every plugin's answer is merged (earlier-registered plugins first, so later ones
+    win per option). Called by every ``flask celery <command>``.
+    """
+
+
+@hookspec(firstresult=True)
+def flask_execute_spawn_service(app: Flask, service: Service) -> ServiceProcess:
     """Start one local service and return a handle on its process.
 
-    :param state: the application's state.
+    :param app: the Flask application.
     :param service: what to start.
 
     First result wins; the default runs ``sys.executable -m celery`` in its own process
@@ -217,10 +261,10 @@ def flask_execute_spawn_service(state: AppState, service: Service) -> ServicePro
 
 
 @hookspec(firstresult=True)
-def flask_execute_service_ready(state: AppState, service: Service, process: ServiceProcess) -> bool:
+def flask_execute_check_ready(app: Flask, service: Service, process: ServiceProcess) -> bool:
     """Tell whether a started service is ready to work.
 
-    :param state: the application's state.
+    :param app: the Flask application.
     :param service: the service.
     :param process: its running process.
     :return: ``True`` once ready. Polled until ``CELERY_START_TIMEOUT``.
@@ -253,10 +297,10 @@ def flask_execute_make_schedule(
 
 
 @hookspec
-def flask_execute_beat_schedule(state: AppState) -> Mapping[str, Any]:
+def flask_execute_add_beat_entries(app: Flask) -> Mapping[str, Any]:
     """Contribute entries to beat's schedule.
 
-    :param state: the application's state.
+    :param app: the Flask application.
     :return: ``beat_schedule`` entries keyed by entry name.
 
     Every plugin's entries are merged into ``beat_schedule``, after

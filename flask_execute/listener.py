@@ -31,7 +31,8 @@ MARKER_LINGER = 0.02
 
 
 class ResultSource(Protocol):
-    """Watches the result backend and hands task states to ``AppState.deliver``."""
+    """Watches the result backend and hands task states to the application's
+    :class:`~flask_execute.tracking.Tracker` (``state.futures.deliver``)."""
 
     def start(self) -> None:
         """Start watching.
@@ -92,7 +93,7 @@ class _ThreadedSource:
     def watch(self, task_id: str) -> None:
         meta = self.lookup(task_id)
         if meta is not None:
-            self.state.deliver(task_id, meta)
+            self.state.futures.deliver(task_id, meta)
 
 
 class RedisResultSource(_ThreadedSource):
@@ -176,8 +177,8 @@ class RedisResultSource(_ThreadedSource):
                 if message is None or message["type"] != "pmessage":
                     continue
                 task_id = message["channel"][offset:].decode()
-                if task_id in self.state._pending:
-                    self.state.deliver(task_id, self.backend.decode(message["data"]))
+                if self.state.futures.is_pending(task_id):
+                    self.state.futures.deliver(task_id, self.backend.decode(message["data"]))
             except Exception as exc:
                 if not self._ready.is_set():
                     self._error = exc
@@ -195,7 +196,7 @@ class RedisResultSource(_ThreadedSource):
 
     def _resync(self) -> None:
         # Results published while we were disconnected were missed: read them instead.
-        for task_id in self.state.pending_ids():
+        for task_id in self.state.futures.pending_ids():
             self.watch(task_id)
 
 
@@ -229,7 +230,7 @@ class PollingResultSource(_ThreadedSource):
         # The last state delivered per task: a new PROGRESS meta is news, a repeat is not.
         seen: dict[str, tuple[str, Any]] = {}
         while not self._stop.wait(self.interval):
-            for task_id in self.state.pending_ids():
+            for task_id in self.state.futures.pending_ids():
                 try:
                     meta = self.backend.get_task_meta(task_id)
                 except Exception as exc:
@@ -240,6 +241,6 @@ class PollingResultSource(_ThreadedSource):
                 current = (status, meta.get("result"))
                 if status != states.PENDING and seen.get(task_id) != current:
                     seen[task_id] = current
-                    self.state.deliver(task_id, meta)
+                    self.state.futures.deliver(task_id, meta)
                     if status in states.READY_STATES:
                         seen.pop(task_id, None)

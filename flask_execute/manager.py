@@ -1,22 +1,23 @@
 """The plugin manager: one per Flask application.
 
-Default plugins are registered by dotted name (pytest's ``default_plugins`` model),
-third-party plugins come from the ``flask_execute`` entry-point group, app-local ones
+The essential plugin (``core``) is always registered; the default plugins are
+registered by dotted name (pytest's ``default_plugins`` model), third-party plugins
+come from the ``flask_execute`` entry-point group (pluggy's own loader), app-local ones
 from ``Celery(app, plugins=[...])``. Names listed in ``CELERY_DISABLED_PLUGINS`` are
 blocked before anything registers.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from flask_execute import hookspecs
+from flask_execute.errors import ConfigurationError
 from flask_execute.markers import NAME
 
 if TYPE_CHECKING:
@@ -25,10 +26,14 @@ if TYPE_CHECKING:
 
     from flask_execute.futures import Future, FuturePool
     from flask_execute.listener import ResultSource
-    from flask_execute.processes import ServiceProcess
-    from flask_execute.runtime import AppState, Message
+    from flask_execute.runtime import Message
     from flask_execute.serializers import Serializer
-    from flask_execute.services import Service
+    from flask_execute.services import Service, ServiceProcess, Supervisor
+
+logger = logging.getLogger("flask_execute.hooks")
+
+#: Plugins that cannot be blocked: the core's own keys and Celery settings.
+ESSENTIAL_PLUGINS: tuple[tuple[str, str], ...] = (("core", "flask_execute.essentials"),)
 
 #: The default plugins, by registration name and module. Each is an ordinary plugin:
 #: block one with ``CELERY_DISABLED_PLUGINS = ["name"]``.
@@ -47,26 +52,42 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("scheduling", "flask_execute.plugins.scheduling"),
 )
 
+#: First-result hooks the core cannot work without, with the default plugin that
+#: answers each: without an implementation ``init_app`` fails naming the hook.
+REQUIRED_HOOKS: dict[str, str] = {
+    "flask_execute_make_serializer": "cloudpickle",
+    "flask_execute_send": "dispatch",
+    "flask_execute_run_task": "dispatch",
+    "flask_execute_make_future": "futures",
+    "flask_execute_make_pool": "futures",
+    "flask_execute_make_result_source": "dispatch",
+}
 
-@functools.cache
-def _entry_point_plugins() -> tuple[tuple[str, object], ...]:
-    """Load the ``flask_execute`` entry points once per process."""
-    return tuple((ep.name, ep.load()) for ep in metadata.entry_points(group=NAME))
+#: Which default plugin answers each first-result hook (for error messages).
+_DEFAULT_ANSWERS: dict[str, str] = {
+    **REQUIRED_HOOKS,
+    "flask_execute_spawn_service": "services",
+    "flask_execute_make_schedule": "scheduling",
+}
 
 
-def _default_plugins() -> list[tuple[str, object]]:
-    found: list[tuple[str, object]] = []
-    for name, module in DEFAULT_PLUGINS:
-        try:
-            found.append((name, importlib.import_module(module)))
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real import error inside the plugin
-                raise
-    return found
+def _import(name: str, module: str) -> object | None:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # a real import error inside the plugin
+            raise
+        logger.warning("flask_execute: default plugin %r (%s) is not installed", name, module)
+        return None
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager with one small typed method per hook call."""
+    """pluggy's manager with one small typed method per hook call.
+
+    :param blocked: plugin names not to register (``CELERY_DISABLED_PLUGINS``).
+    :param plugins: app-local plugins, registered last.
+    :param load_entry_points: load the ``flask_execute`` entry-point group.
+    """
 
     def __init__(
         self,
@@ -77,15 +98,22 @@ class PluginManager(pluggy.PluginManager):
     ) -> None:
         super().__init__(NAME)
         self.add_hookspecs(hookspecs)
+        for name, module in ESSENTIAL_PLUGINS:
+            self.register(importlib.import_module(module), name=name)
         for name in blocked:
+            if any(name == essential for essential, _ in ESSENTIAL_PLUGINS):
+                raise ConfigurationError(
+                    f"CELERY_DISABLED_PLUGINS lists {name!r}, an essential plugin that cannot "
+                    "be disabled; remove it from the list"
+                )
             self.set_blocked(name)
-        for name, plugin in _default_plugins():
+        for name, module in DEFAULT_PLUGINS:
             if not self.is_blocked(name):
-                self.register(plugin, name=name)
-        if load_entry_points:
-            for name, plugin in _entry_point_plugins():
-                if not self.is_blocked(name) and self.get_plugin(name) is None:
+                plugin = _import(name, module)
+                if plugin is not None:
                     self.register(plugin, name=name)
+        if load_entry_points:
+            self.load_setuptools_entrypoints(NAME)
         for plugin in plugins:
             if self.is_registered(plugin):
                 continue
@@ -93,6 +121,26 @@ class PluginManager(pluggy.PluginManager):
             if not self.is_blocked(name):
                 self.register(plugin, name=name)
         self.check_pending()
+
+    def check_required(self) -> None:
+        """Raise :exc:`~flask_execute.ConfigurationError` for a required hook nobody
+        answers (called at ``init_app``)."""
+        for hook, default in REQUIRED_HOOKS.items():
+            impls = getattr(self.hook, hook).get_hookimpls()
+            if not any(not (i.wrapper or i.hookwrapper) for i in impls):
+                raise ConfigurationError(_unanswered(hook, default, self.is_blocked(default)))
+
+    def trace_hooks(self) -> None:
+        """Log every hook call and its result on the ``flask_execute.hooks`` logger."""
+        self.trace.root.setwriter(lambda message: logger.debug("%s", message.rstrip()))
+        self.enable_tracing()
+
+    def _answer(self, hook: str, result: Any) -> Any:
+        # A first-result hook the core needs: None means nobody answered.
+        if result is None:
+            default = _DEFAULT_ANSWERS.get(hook, "")
+            raise ConfigurationError(_unanswered(hook, default, self.is_blocked(default)))
+        return result
 
     # -- configuration -----------------------------------------------------------------
 
@@ -108,71 +156,107 @@ class PluginManager(pluggy.PluginManager):
     def configure_celery(self, app: Flask, settings: dict[str, Any]) -> None:
         self.hook.flask_execute_configure_celery(app=app, settings=settings)
 
-    def init_app(self, app: Flask, state: AppState) -> None:
-        self.hook.flask_execute_init_app(app=app, state=state)
+    def init_app(self, app: Flask) -> None:
+        self.hook.flask_execute_init_app(app=app)
 
     # -- serialization -----------------------------------------------------------------
 
     def make_serializer(self, app: Flask) -> Serializer:
-        serializer: Serializer = self.hook.flask_execute_make_serializer(app=app)
+        serializer: Serializer = self._answer(
+            "flask_execute_make_serializer", self.hook.flask_execute_make_serializer(app=app)
+        )
         return serializer
 
     # -- execution ---------------------------------------------------------------------
 
-    def send(self, state: AppState, messages: Sequence[Message]) -> list[Future]:
-        futures: list[Future] = self.hook.flask_execute_send(state=state, messages=messages)
+    def send(self, app: Flask, messages: Sequence[Message]) -> list[Future]:
+        futures: list[Future] = self._answer(
+            "flask_execute_send", self.hook.flask_execute_send(app=app, messages=messages)
+        )
         return futures
 
-    def before_send(self, state: AppState) -> None:
-        self.hook.flask_execute_before_send(state=state)
+    def prepare_send(self, app: Flask) -> None:
+        self.hook.flask_execute_prepare_send(app=app)
 
     def run_task(self, app: Flask, task: celery.Task, run: Callable[[], Any]) -> Any:
+        # None is a legitimate task result here: required-ness is checked at init_app.
         return self.hook.flask_execute_run_task(app=app, task=task, run=run)
 
     # -- futures -----------------------------------------------------------------------
 
-    def make_future(self, state: AppState, task_id: str, name: str | None) -> Future:
-        future: Future = self.hook.flask_execute_make_future(
-            state=state, task_id=task_id, name=name
+    def make_future(self, app: Flask, task_id: str, name: str | None) -> Future:
+        future: Future = self._answer(
+            "flask_execute_make_future",
+            self.hook.flask_execute_make_future(app=app, task_id=task_id, name=name),
         )
         return future
 
-    def make_pool(self, state: AppState, futures: list[Future]) -> FuturePool:
-        pool: FuturePool = self.hook.flask_execute_make_pool(state=state, futures=futures)
+    def make_pool(self, app: Flask, futures: list[Future]) -> FuturePool:
+        pool: FuturePool = self._answer(
+            "flask_execute_make_pool", self.hook.flask_execute_make_pool(app=app, futures=futures)
+        )
         return pool
 
-    def make_result_source(self, state: AppState) -> ResultSource:
-        source: ResultSource = self.hook.flask_execute_make_result_source(state=state)
+    def make_result_source(self, app: Flask) -> ResultSource:
+        source: ResultSource = self._answer(
+            "flask_execute_make_result_source", self.hook.flask_execute_make_result_source(app=app)
+        )
         return source
 
     # -- services ----------------------------------------------------------------------
 
-    def local_services(self, state: AppState) -> list[Service]:
+    def make_supervisor(self, app: Flask) -> Supervisor | None:
+        supervisor: Supervisor | None = self.hook.flask_execute_make_supervisor(app=app)
+        return supervisor
+
+    def describe_services(self, app: Flask) -> list[Service]:
         found: list[Service] = []
-        for answer in self.hook.flask_execute_local_services(state=state):
+        for answer in self.hook.flask_execute_describe_services(app=app):
             found.extend(answer)
         return found
 
-    def spawn_service(self, state: AppState, service: Service) -> ServiceProcess:
-        process: ServiceProcess = self.hook.flask_execute_spawn_service(
-            state=state, service=service
+    def spawn_service(self, app: Flask, service: Service) -> ServiceProcess:
+        process: ServiceProcess = self._answer(
+            "flask_execute_spawn_service",
+            self.hook.flask_execute_spawn_service(app=app, service=service),
         )
         return process
 
-    def service_ready(self, state: AppState, service: Service, process: ServiceProcess) -> bool:
-        return bool(
-            self.hook.flask_execute_service_ready(state=state, service=service, process=process)
-        )
+    def check_ready(self, app: Flask, service: Service, process: ServiceProcess) -> bool:
+        return bool(self.hook.flask_execute_check_ready(app=app, service=service, process=process))
+
+    def add_command_defaults(self, app: Flask) -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {}
+        for answer in reversed(self.hook.flask_execute_add_command_defaults(app=app)):
+            for command, options in answer.items():
+                merged.setdefault(command, {}).update(options)
+        return merged
 
     # -- scheduling --------------------------------------------------------------------
 
     def make_schedule(self, app: Flask, schedule: Any, crontab_kwargs: Mapping[str, Any]) -> Any:
-        return self.hook.flask_execute_make_schedule(
-            app=app, schedule=schedule, crontab_kwargs=crontab_kwargs
+        return self._answer(
+            "flask_execute_make_schedule",
+            self.hook.flask_execute_make_schedule(
+                app=app, schedule=schedule, crontab_kwargs=crontab_kwargs
+            ),
         )
 
-    def beat_schedule(self, state: AppState) -> dict[str, Any]:
+    def add_beat_entries(self, app: Flask) -> dict[str, Any]:
         entries: dict[str, Any] = {}
-        for answer in reversed(self.hook.flask_execute_beat_schedule(state=state)):
+        for answer in reversed(self.hook.flask_execute_add_beat_entries(app=app)):
             entries.update(answer)
         return entries
+
+
+def _unanswered(hook: str, default: str, blocked: bool) -> str:
+    why = (
+        f"the default plugin {default!r} that answers it is blocked by "
+        f"CELERY_DISABLED_PLUGINS; remove {default!r} from there, or register"
+        if blocked
+        else "register"
+    )
+    return (
+        f"no plugin answers {hook}, which flask_execute needs: {why} a plugin that "
+        f"implements {hook} and returns an answer (see the hook reference, docs/hooks.rst)"
+    )

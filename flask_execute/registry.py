@@ -1,4 +1,4 @@
-"""Registered tasks: ``@celery.task`` (and the extension's ``celery.schedule``, see
+"""Registered tasks: ``@celery.task`` (``celery.schedule`` builds on it, see
 :mod:`flask_execute.schedules`).
 
 A decorated function is kept as a declaration on the extension and registered on the
@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from flask_execute.errors import ConfigurationError
-from flask_execute.schedules import ScheduleRegistry
 
 if TYPE_CHECKING:
     import celery
@@ -238,18 +237,3 @@ def _check_task_options(options: Mapping[str, Any]) -> None:
 def _register_on(state: AppState, task: RegisteredTask) -> None:
     # The task class is the app's (TaskMixin over base_task): app context included.
     state.celery_app.task(task.__wrapped__, shared=False, lazy=False, **task.options)
-
-
-class TasksMixin:
-    """Extension attributes ``task`` and ``schedule`` (see :class:`TaskRegistry` and
-    :class:`ScheduleRegistry`)."""
-
-    @functools.cached_property
-    def task(self) -> TaskRegistry:
-        """Register tasks: ``@celery.task``; find them: ``celery.task.add``."""
-        return TaskRegistry(self)  # type: ignore[arg-type]
-
-    @functools.cached_property
-    def schedule(self) -> ScheduleRegistry:
-        """Schedule tasks: ``@celery.schedule(hour=0, minute=0)``."""
-        return ScheduleRegistry(self.task)

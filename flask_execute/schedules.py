@@ -4,7 +4,7 @@ A schedule declared on the extension registers its function as a task (see
 :mod:`flask_execute.registry`) and becomes a ``beat_schedule`` entry of every Flask app
 the extension serves, through the
 :func:`~flask_execute.hookspecs.flask_execute_make_schedule` and
-:func:`~flask_execute.hookspecs.flask_execute_beat_schedule` hooks.
+:func:`~flask_execute.hookspecs.flask_execute_add_beat_entries` hooks.
 """
 
 from __future__ import annotations
@@ -135,11 +135,8 @@ class ScheduleRegistry:
         options: Mapping[str, Any] | None = None,
         **crontab_kwargs: Any,
     ) -> Callable[[Callable[..., Any]], RegisteredTask]:
-        from flask_execute.registry import RegisteredTask  # the registry imports us
-
-        if isinstance(schedule, RegisteredTask) or (
-            callable(schedule) and not hasattr(schedule, "is_due")
-        ):
+        # A function (or a registered task) where a schedule belongs: a bare decorator.
+        if callable(schedule) and not hasattr(schedule, "is_due"):
             raise ConfigurationError(
                 "@celery.schedule needs to know when to run: write @celery.schedule(30) or "
                 "@celery.schedule(hour=0, minute=0), not a bare @celery.schedule"
@@ -208,7 +205,7 @@ class ScheduleRegistry:
     def refresh(self, state: AppState) -> None:
         """Set ``beat_schedule``: the config's entries, then every plugin's."""
         merged = dict(self._config.get(state, {}))
-        merged.update(state.pm.beat_schedule(state))
+        merged.update(state.pm.add_beat_entries(state.app))
         state.celery_app.conf.beat_schedule = merged
 
     def __getattr__(self, name: str) -> RegisteredTask:

@@ -15,13 +15,10 @@ import celery
 from celery import states
 from celery.exceptions import Ignore, Reject, Retry
 
-from flask_execute.runtime import Message
+from flask_execute.runtime import RUN_TASK, Message
 
 if TYPE_CHECKING:
     from flask_execute.runtime import AppState
-
-#: Name of the one registered task that runs every submitted function.
-RUN_TASK = "flask_execute.run"
 
 #: Exceptions Celery uses for control flow: they pass through unwrapped.
 _CONTROL_FLOW = (Retry, Ignore, Reject)
@@ -85,7 +82,9 @@ class TaskMixin:
         app_state: AppState | None = getattr(self.app, "flask_execute_state", None)  # type: ignore[attr-defined]
         request = self.request  # type: ignore[attr-defined]
         if app_state is not None and request.is_eager and task_id in (None, request.id):
-            app_state.deliver(str(request.id), {"status": state or states.PENDING, "result": meta})
+            app_state.futures.deliver(
+                str(request.id), {"status": state or states.PENDING, "result": meta}
+            )
             return
         super().update_state(task_id, state, meta, **kw)  # type: ignore[misc]
 

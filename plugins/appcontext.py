@@ -2,6 +2,8 @@
 
 A fresh application context is pushed for each run (so ``g`` and teardown handlers
 behave as in a request), and :data:`~flask_execute.current_task` is bound to the task.
+
+Blocked, tasks run without an application context and ``current_task`` is unbound.
 """
 
 from __future__ import annotations
@@ -32,4 +34,4 @@ def flask_execute_run_task(
 
 
 def _eager_update(state: AppState, task_id: str, status: str, meta: Any) -> None:
-    state.deliver(task_id, {"status": status, "result": meta})
+    state.futures.deliver(task_id, {"status": status, "result": meta})

@@ -3,7 +3,10 @@
 Started with the other services when ``CELERY_FLOWER`` is on, listening on
 ``CELERY_FLOWER_ADDRESS:CELERY_FLOWER_PORT``; ready when its port accepts connections.
 A missing flower install or a taken port is a warning that names the key, and the
-workers start without flower.
+workers start without flower. Local workers send task events for it
+(``--task-events``), and ``flask celery flower`` gets the same address and port.
+
+Blocked, flower is off and local workers send no task events.
 """
 
 from __future__ import annotations
@@ -11,19 +14,18 @@ from __future__ import annotations
 import importlib.util
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
+from flask_execute.runtime import AppState
 from flask_execute.services import Service
-from flask_execute.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from flask import Flask
 
     from flask_execute.processes import ServiceProcess
-    from flask_execute.runtime import AppState
 
 logger = logging.getLogger("flask_execute")
 
@@ -42,7 +44,7 @@ def flask_execute_add_config_keys() -> Mapping[str, Any]:
 
 
 @hookimpl
-def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None:
+def flask_execute_validate_config(config: Mapping[str, Any]) -> None:
     port = config["CELERY_FLOWER_PORT"]
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigurationError(f"CELERY_FLOWER_PORT must be a port number, not {port!r}")
@@ -58,8 +60,9 @@ def port_taken(address: str, port: int) -> bool:
 
 
 @hookimpl
-def flask_execute_local_services(state: AppState) -> list[Service]:
-    config = state.app.config
+def flask_execute_describe_services(app: Flask) -> list[Service]:
+    config = app.config
+    state = AppState.of(app)
     if not config["CELERY_FLOWER"]:
         return []
     if importlib.util.find_spec("flower") is None:
@@ -70,7 +73,9 @@ def flask_execute_local_services(state: AppState) -> list[Service]:
         )
         return []
     address, port = str(config["CELERY_FLOWER_ADDRESS"]), int(config["CELERY_FLOWER_PORT"])
-    if port_taken(address, port) and "flower" not in Supervisor.of(state).running():
+    supervisor = state.supervisor
+    ours = supervisor is not None and "flower" in supervisor.running()
+    if port_taken(address, port) and not ours:
         _warn_once(
             state,
             f"flask_execute: flower not started: {address}:{port} is taken; set "
@@ -89,10 +94,27 @@ def _warn_once(state: AppState, message: str) -> None:
         logger.warning(message)
 
 
+@hookimpl(wrapper=True, specname="flask_execute_describe_services")
+def task_events_for_flower(app: Flask) -> Generator[None, list[list[Service]], Any]:
+    # The workers plugin describes workers; flower needs their task events.
+    answers = yield
+    if app.config["CELERY_FLOWER"]:
+        for service in (s for answer in answers for s in answer if s.kind == "worker"):
+            if "--task-events" not in service.argv and "-E" not in service.argv:
+                service.argv.append("--task-events")
+    return answers
+
+
 @hookimpl
-def flask_execute_service_ready(
-    state: AppState, service: Service, process: ServiceProcess
-) -> bool | None:
+def flask_execute_add_command_defaults(app: Flask) -> Mapping[str, Mapping[str, Any]]:
+    config = app.config
+    return {
+        "flower": {"port": config["CELERY_FLOWER_PORT"], "address": config["CELERY_FLOWER_ADDRESS"]}
+    }
+
+
+@hookimpl
+def flask_execute_check_ready(service: Service, process: ServiceProcess) -> bool | None:
     if service.kind != "flower" or service.address is None:
         return None
     with socket.socket() as probe:

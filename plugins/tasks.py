@@ -2,7 +2,9 @@
 
 Tasks declared on the extension before ``init_app`` (the factory pattern) are
 registered when the application is; tasks declared later are registered at once.
-Block this plugin to keep registered tasks off an application.
+
+Blocked, registered tasks stay off the application: calling ``add.delay()`` says the
+``tasks`` plugin is disabled; submitting functions still works.
 """
 
 from __future__ import annotations
@@ -10,15 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flask_execute.markers import hookimpl
-from flask_execute.registry import TasksMixin
+from flask_execute.runtime import AppState
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from flask_execute.runtime import AppState
-
 
 @hookimpl
-def flask_execute_init_app(app: Flask, state: AppState) -> None:
-    if isinstance(state.extension, TasksMixin):
-        state.extension.task.bind(state)
+def flask_execute_init_app(app: Flask) -> None:
+    state = AppState.of(app)
+    state.extension.task.bind(state)

@@ -5,6 +5,8 @@
 any option of ``celery worker``, spelled as its long name with underscores). Options
 are checked against Celery's own worker command, so a misspelled one fails at
 ``init_app``.
+
+Blocked, no local worker is described: the other services still start.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from flask_execute.services import Service
 
 if TYPE_CHECKING:
     from flask import Flask
-
-    from flask_execute.runtime import AppState
 
 KEYS: dict[str, Any] = {
     # A number of workers, a list of names, or {name: {worker option: value}}.
@@ -130,14 +130,9 @@ def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None
 
 
 @hookimpl
-def flask_execute_local_services(state: AppState) -> list[Service]:
-    config = state.app.config
-    level = str(config["CELERY_LOG_LEVEL"])
-    events = ["--task-events"] if config.get("CELERY_FLOWER") else []
+def flask_execute_describe_services(app: Flask) -> list[Service]:
     services = []
-    for name, options in configured_workers(config, state.app.name).items():
-        argv = ["worker", f"--hostname={name}@%h", *events, *option_args(name, options)]
-        if "loglevel" not in options:
-            argv.append(f"--loglevel={level}")
+    for name, options in configured_workers(app.config, app.name).items():
+        argv = ["worker", f"--hostname={name}@%h", *option_args(name, options)]
         services.append(Service(name, "worker", argv, node=host_format(f"{name}@%h")))
     return services

@@ -115,29 +115,35 @@ def test_status_with_no_worker_fails_with_the_celery_exit_code():
     assert "no worker replied" in out.stderr
 
 
-def test_beat_and_worker_get_the_apps_defaults(cli_app, tmp_path):
-    app = cli_app.app
-    celery_app = cli_app.celery.celery_app
-    app.config["CELERY_LOG_DIR"] = str(tmp_path)
-    app.config["CELERY_LOG_LEVEL"] = "warning"
-    try:
-        argv = cli._with_defaults("beat", [], app, celery_app)
-        assert f"--schedule={tmp_path}/celerybeat-schedule-{celery_app.main}" in argv
-        assert "--loglevel=warning" in argv
-        assert "--scheduler=flask_execute.beat:LockedScheduler" in argv
-        # what the user says wins
-        argv = cli._with_defaults("beat", ["-s", "x", "-S", "y", "-l", "info"], app, celery_app)
-        assert argv == ["-s", "x", "-S", "y", "-l", "info"]
-        argv = cli._with_defaults("beat", ["--scheduler=y"], app, celery_app)
-        assert not any(a.startswith("--scheduler=flask") for a in argv)
-        assert any(a.startswith("--schedule=") for a in argv)
-        assert cli._with_defaults("worker", ["--loglevel=info"], app, celery_app) == [
-            "--loglevel=info"
-        ]
-        assert cli._with_defaults("inspect", ["ping"], app, celery_app) == ["ping"]
-    finally:
-        del app.config["CELERY_LOG_DIR"]
-        app.config.pop("CELERY_LOG_LEVEL", None)
+def test_beat_and_worker_get_the_apps_defaults(tmp_path):
+    from flask import Flask
+
+    from flask_execute import Celery
+    from flask_execute.beat import SCHEDULER
+
+    app = Flask("cli_defaults")
+    app.config.update(
+        CELERY_LOG_DIR=str(tmp_path), CELERY_LOG_LEVEL="warning", CELERY_FLOWER_PORT=5599
+    )
+    celery_app = Celery(app).celery_app
+    commands = cli._celery_cli().commands
+    # beat's scheduler and state file are Celery settings: any beat command finds them
+    assert celery_app.conf.beat_scheduler == SCHEDULER
+    assert celery_app.conf.beat_schedule_filename == str(
+        tmp_path / f"celerybeat-schedule-{celery_app.main}"
+    )
+    # options Celery parses get click defaults: what the user types still wins
+    assert cli._defaults(app, "beat", commands["beat"], []) == ({"loglevel": "warning"}, [])
+    assert cli._defaults(app, "worker", commands["worker"], ["-l", "info"]) == (
+        {"loglevel": "warning"},
+        [],
+    )
+    assert cli._defaults(app, "inspect", commands["inspect"], ["ping"]) == ({}, [])
+    # flower parses its own options: ours are added unless given
+    _, extra = cli._defaults(app, "flower", commands["flower"], [])
+    assert extra == ["--port=5599", "--address=127.0.0.1"]
+    _, extra = cli._defaults(app, "flower", commands["flower"], ["--port=1"])
+    assert extra == ["--address=127.0.0.1"]
 
 
 def test_remote_command_is_the_first_positional():

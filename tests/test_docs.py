@@ -6,6 +6,7 @@ fails here (the datasette ``tests/test_docs.py`` model).
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import subprocess
@@ -95,9 +96,32 @@ def test_default_plugin_is_listed(name):
     assert f"``{name}``" in _read("plugins.rst"), f"default plugin {name!r} not in plugins.rst"
 
 
-@pytest.mark.timeout(300)
-def test_sphinx_build_has_no_warnings(tmp_path):
+def _test_names() -> set[str]:
+    names = set()
+    for path in (ROOT / "tests").glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                names.add(node.name)
+    return names
+
+
+TEST_NAMES = _test_names()
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_has_a_test(hook):
+    wanted = "test_hook_" + hook.removeprefix("flask_execute_")
+    assert wanted in TEST_NAMES, (
+        f"{hook} has no test: add a test named {wanted} (tests/test_hooks.py) that uses it "
+        "from a plugin"
+    )
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    """The documentation built once with ``-W``: (sphinx's output, the HTML folder)."""
     pytest.importorskip("sphinx", reason="sphinx is not installed (pip install -e '.[dev]')")
+    tmp_path = tmp_path_factory.mktemp("docs")
     out = subprocess.run(
         [
             sys.executable,
@@ -118,4 +142,22 @@ def test_sphinx_build_has_no_warnings(tmp_path):
         text=True,
         timeout=280,
     )
+    return out, tmp_path / "html"
+
+
+@pytest.mark.timeout(300)
+def test_sphinx_build_has_no_warnings(html):
+    out, _folder = html
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_reference_shows_the_exact_signature(html, hook):
+    _out, folder = html
+    page = (folder / "hooks.html").read_text(encoding="utf-8")
+    found = re.search(rf'<dt [^>]*id="flask_execute\.hookspecs\.{hook}">(.*?)</dt>', page, re.S)
+    assert found, f"{hook} is not rendered in the hook reference"
+    params = re.findall(r'<em class="sig-param">(.*?)</em>', found.group(1), re.S)
+    shown = [re.sub(r"<[^>]+>", "", p).split(":")[0].strip() for p in params]
+    assert shown == list(inspect.signature(getattr(hookspecs, hook)).parameters), shown

@@ -70,18 +70,18 @@ def test_current_task_and_progress(celery):
 
 def test_progress_reaches_the_future_in_eager_mode(celery):
     seen = []
-    state = celery.state()
-    original = state.deliver
+    tracker = celery.state().futures
+    original = tracker.deliver
 
     def spy(task_id, meta):
         seen.append(meta["status"])
         original(task_id, meta)
 
-    state.deliver = spy
+    tracker.deliver = spy
     try:
         celery.submit(lambda: current_task.update_state(state="PROGRESS", meta=1)).result()
     finally:
-        del state.deliver
+        del tracker.deliver
     assert seen == ["PROGRESS"]
 
 

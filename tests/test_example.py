@@ -7,22 +7,16 @@ its local workers start on the first submit and stop with ``celery.stop()``.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from flask_execute import services
 from tests import helpers
 
 EXAMPLES = helpers.ROOT / "examples"
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(getattr(services, "ServicesMixin", None), "start"),
-    reason="flask_execute.services has no ServicesMixin.start yet: the example relies on "
-    "local workers starting themselves on the first submit()",
-)
 
 
 @pytest.mark.timeout(180)
@@ -49,7 +43,10 @@ def test_example_app_prints_its_results(broker_url: str, tmp_path: Path) -> None
     lines = out.splitlines()
     assert f"broker: {broker_url}" in lines
     assert "submit: add(1, 2) = 3" in lines
-    assert any(line.startswith("workers: [") and line.count("@") == 2 for line in lines), out
+    # its two local workers answered (the suite's own workers may share the broker)
+    (listed,) = [line for line in lines if line.startswith("workers: [")]
+    names = ast.literal_eval(listed.removeprefix("workers: "))
+    assert {"app1", "app2"} <= {name.split("@")[0] for name in names}, out
     assert any(
         line.startswith("context: hello from the Flask app, example (worker pid ") for line in lines
     ), out

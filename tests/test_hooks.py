@@ -1,17 +1,34 @@
-"""Each core hook, exercised by a small plugin, as a plugin author would use it."""
+"""Each hook, exercised by a small plugin, as a plugin author would use it.
+
+One test per hook, named ``test_hook_<hook name without the prefix>``: the contract
+test in ``test_docs.py`` fails for a hook without one.
+"""
 
 from __future__ import annotations
 
+import pickle
+import uuid
+
+import cloudpickle
 import pytest
+from celery import schedules
 from flask import Flask
 
-from flask_execute import Celery, ConfigurationError, Future, FuturePool, hookimpl
+from flask_execute import Celery, ConfigurationError, Future, FuturePool, ServiceError, hookimpl
+from flask_execute.runtime import AppState
+from flask_execute.services import Service
+from flask_execute.testing import plugin_registered
+from tests import helpers
+from tests.apps import services_app
 
 
 def eager_app(**config):
     app = Flask(__name__)
     app.config.update(CELERY_ALWAYS_EAGER=True, **config)
     return app
+
+
+# -- configuration ---------------------------------------------------------------------
 
 
 class ConfigPlugin:
@@ -30,22 +47,126 @@ class ConfigPlugin:
         settings["worker_prefetch_multiplier"] = 7  # an override
 
     @hookimpl
-    def flask_execute_init_app(self, app, state):
-        app.config["INITIALISED_WITH"] = state.celery_app.main
+    def flask_execute_init_app(self, app):
+        app.config["INITIALISED_WITH"] = AppState.of(app).celery_app.main
 
 
-def test_configuration_hooks():
-    app = eager_app(CELERY_WORKER_PREFETCH_MULTIPLIER=2, CELERY_TASK_DEFAULT_QUEUE="user")
+def test_hook_add_config_keys():
+    app = eager_app()
     celery = Celery(app, plugins=[ConfigPlugin()])
     assert app.config["CELERY_GREETING"] == "hello"  # declared key gets its default
-    conf = celery.celery_app.conf
-    assert "greeting" not in conf  # declared keys are not forwarded
+    assert "greeting" not in celery.celery_app.conf  # declared keys are not forwarded
+    given = eager_app(CELERY_GREETING="hi")
+    Celery(given, plugins=[ConfigPlugin()])
+    assert given.config["CELERY_GREETING"] == "hi"
+
+
+def test_hook_validate_config():
+    with pytest.raises(ConfigurationError, match="CELERY_GREETING"):
+        Celery(eager_app(CELERY_GREETING=3), plugins=[ConfigPlugin()])
+
+
+def test_hook_configure_celery():
+    app = eager_app(CELERY_WORKER_PREFETCH_MULTIPLIER=2, CELERY_TASK_DEFAULT_QUEUE="user")
+    conf = Celery(app, plugins=[ConfigPlugin()]).celery_app.conf
     assert conf.task_default_queue == "user"  # setdefault yields to the user
     assert conf.worker_prefetch_multiplier == 7  # assignment overrides
+
+
+def test_hook_init_app():
+    app = eager_app()
+    Celery(app, plugins=[ConfigPlugin()])
     assert app.config["INITIALISED_WITH"] == __name__
-    bad = eager_app(CELERY_GREETING=3)
-    with pytest.raises(ConfigurationError, match="CELERY_GREETING"):
-        Celery(bad, plugins=[ConfigPlugin()])
+
+    class Refuses:
+        @hookimpl
+        def flask_execute_init_app(self, app):
+            raise ConfigurationError("not this app")
+
+    refused = eager_app()
+    celery = Celery(plugins=[Refuses()])
+    with pytest.raises(ConfigurationError, match="not this app"):
+        celery.init_app(refused)
+    assert "flask_execute" not in refused.extensions  # nothing half-registered
+    with pytest.raises(RuntimeError, match="no application registered"):
+        celery.state()
+
+
+# -- serialization ---------------------------------------------------------------------
+
+
+class ReversedPickle:
+    name = "reversed-cloudpickle"
+
+    def dumps(self, obj):
+        return cloudpickle.dumps(obj)[::-1]
+
+    def loads(self, data):
+        return pickle.loads(data[::-1])
+
+
+def test_hook_make_serializer():
+    class Plugin:
+        @hookimpl
+        def flask_execute_make_serializer(self, app):
+            return ReversedPickle()
+
+    celery = Celery(eager_app(), plugins=[Plugin()])
+    assert celery.state().wire.serializer.name == "reversed-cloudpickle"
+    assert celery.submit(lambda x: x * 2, 21).result(timeout=5) == 42
+
+
+# -- task execution --------------------------------------------------------------------
+
+
+class SendSpy:
+    def __init__(self):
+        self.prepared = 0
+        self.sent = []
+
+    @hookimpl
+    def flask_execute_prepare_send(self, app):
+        self.prepared += 1
+
+    @hookimpl(wrapper=True)
+    def flask_execute_send(self, app, messages):
+        self.sent.extend(m.name for m in messages)
+        return (yield)
+
+
+def test_hook_send():
+    spy = SendSpy()
+    celery = Celery(eager_app(), plugins=[spy])
+    assert celery.map(pow, [2, 2], [3, 2]).result() == [4, 9]
+    assert spy.sent == ["builtins.pow", "builtins.pow"]
+    assert spy.prepared == 0  # eager mode prepares nothing
+
+
+def test_hook_prepare_send(basic_app, basic_worker):
+    spy = SendSpy()
+    state = basic_app.celery.state()
+    with plugin_registered(basic_app.app, spy):
+        state.reset_prepared()
+        basic_app.celery.submit(basic_app.add, 1, 2).result(timeout=10)
+        basic_app.celery.map(basic_app.add, [1, 1], [2, 2]).result(timeout=10)
+    assert spy.prepared == 1
+    assert spy.sent == ["tests.apps.basic.add"] * 3
+
+
+class Upper:
+    @hookimpl(wrapper=True)
+    def flask_execute_run_task(self, app, task, run):
+        assert app.name == __name__ and task.name == "flask_execute.run"
+        result = yield
+        return result.upper() if isinstance(result, str) else result
+
+
+def test_hook_run_task():
+    celery = Celery(eager_app(), plugins=[Upper()])
+    assert celery.submit(str.lower, "Hello").result(timeout=5) == "HELLO"
+
+
+# -- futures ---------------------------------------------------------------------------
 
 
 class TaggedFuture(Future):
@@ -54,62 +175,30 @@ class TaggedFuture(Future):
 
 class FuturesPlugin:
     @hookimpl
-    def flask_execute_make_future(self, state, task_id, name):
-        return TaggedFuture(task_id, state, name)
+    def flask_execute_make_future(self, app, task_id, name):
+        return TaggedFuture(task_id, AppState.of(app).futures, name)
 
     @hookimpl
-    def flask_execute_make_pool(self, state, futures):
+    def flask_execute_make_pool(self, app, futures):
         pool = FuturePool(futures)
         pool.tag = "custom-pool"
         return pool
 
 
-def test_future_hooks():
+def test_hook_make_future():
     celery = Celery(eager_app(), plugins=[FuturesPlugin()])
     future = celery.submit(pow, 2, 5)
     assert isinstance(future, TaggedFuture) and future.result() == 32
+
+
+def test_hook_make_pool():
+    celery = Celery(eager_app(), plugins=[FuturesPlugin()])
     pool = celery.map(pow, [2, 2], [3, 2])
     assert pool.tag == "custom-pool" and pool.result() == [4, 9]
 
 
-class SendSpy:
-    def __init__(self):
-        self.before = 0
-        self.sent = []
-
-    @hookimpl
-    def flask_execute_before_send(self, state):
-        self.before += 1
-
-    @hookimpl(wrapper=True)
-    def flask_execute_send(self, state, messages):
-        self.sent.extend(m.name for m in messages)
-        return (yield)
-
-
-def test_send_hooks_wrap_dispatch_and_prepare_once(basic_app, basic_worker):
-    spy = SendSpy()
-    state = basic_app.celery.state()
-    state.pm.register(spy)
-    try:
-        state._prepared = False
-        basic_app.celery.submit(basic_app.add, 1, 2).result(timeout=10)
-        basic_app.celery.map(basic_app.add, [1, 1], [2, 2]).result(timeout=10)
-    finally:
-        state.pm.unregister(spy)
-    assert spy.before == 1
-    assert spy.sent == ["tests.apps.basic.add"] * 3
-
-
-def test_before_send_is_not_called_in_eager_mode():
-    spy = SendSpy()
-    celery = Celery(eager_app(), plugins=[spy])
-    celery.submit(pow, 2, 2).result()
-    assert spy.before == 0 and spy.sent == ["builtins.pow"]
-
-
 class RecordingSource:
-    """A result source for a backend without pub/sub: resolves nothing by itself."""
+    """A result source that resolves nothing by itself."""
 
     def __init__(self, state):
         self.state = state
@@ -134,13 +223,13 @@ class RecordingSource:
         return False
 
 
-def test_result_source_hook(basic_app, basic_worker):
+def test_hook_make_result_source(basic_app, basic_worker):
     class Plugin:
         source = None
 
         @hookimpl
-        def flask_execute_make_result_source(self, state):
-            Plugin.source = RecordingSource(state)
+        def flask_execute_make_result_source(self, app):
+            Plugin.source = RecordingSource(AppState.of(app))
             return Plugin.source
 
     app = Flask("source-app")
@@ -154,16 +243,192 @@ def test_result_source_hook(basic_app, basic_worker):
     future = celery.submit(basic_app.add, 2, 3)
     assert Plugin.source.watched == [future.id]
     # our source feeds the future: deliver what the worker stored
-    from tests.helpers import wait_for
-
-    meta = wait_for(
+    meta = helpers.wait_for(
         lambda: (
-            (m := basic_app.celery.state().source().lookup(future.id))
+            (m := basic_app.celery.state().futures.source().lookup(future.id))
             and m["status"] == "SUCCESS"
             and m
         ),
         timeout=10,
         message="stored result",
     )
-    celery.state().deliver(future.id, meta)
+    celery.state().futures.deliver(future.id, meta)
     assert future.result(timeout=1) == 5
+
+
+# -- local services --------------------------------------------------------------------
+
+
+@pytest.fixture
+def services(monkeypatch, tmp_path):
+    """services_app with no worker of its own: each test's plugin describes one."""
+    queue = f"hooks-{uuid.uuid4().hex[:8]}"
+    monkeypatch.delenv("FLASK_APP", raising=False)
+    monkeypatch.delenv("FLASK_EXECUTE_APP", raising=False)
+    monkeypatch.setenv("SVC_QUEUE", queue)
+    monkeypatch.setenv("SVC_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("SVC_INSTANCE", str(tmp_path / "instance"))
+    monkeypatch.setenv("SVC_CONFIG", '{"CELERY_DISABLED_PLUGINS": ["workers"]}')
+    app = services_app.create_app()
+    try:
+        yield app, queue
+    finally:
+        app.extensions["celery"].stop(timeout=10)
+
+
+def solo_worker(queue: str) -> Service:
+    name = f"hook{uuid.uuid4().hex[:6]}"
+    argv = ["worker", f"--hostname={name}@%h", "--pool=solo", f"--queues={queue}"]
+    return Service(name, "worker", argv, node=f"{name}@{__import__('socket').gethostname()}")
+
+
+class Describes:
+    def __init__(self, queue):
+        self.service = solo_worker(queue)
+
+    @hookimpl
+    def flask_execute_describe_services(self, app):
+        return [self.service]
+
+
+@pytest.mark.timeout(60)
+def test_hook_describe_services(services):
+    app, queue = services
+    celery = app.extensions["celery"]
+    assert celery.logs == {}  # the workers plugin is blocked: nothing described
+    plugin = Describes(queue)
+    with plugin_registered(app, plugin):
+        assert list(celery.logs) == [plugin.service.name]
+        celery.start()
+        assert list(celery.processes) == [plugin.service.name]
+        assert celery.submit(services_app.add, 1, 2).result(timeout=30) == 3
+        celery.stop()
+    assert celery.processes == {}
+
+
+@pytest.mark.timeout(60)
+def test_hook_spawn_service(services):
+    app, queue = services
+    celery = app.extensions["celery"]
+    spawned = []
+
+    class Spy:
+        @hookimpl(wrapper=True)
+        def flask_execute_spawn_service(self, app, service):
+            process = yield
+            spawned.append((service.name, process.pid))
+            return process
+
+    plugin = Describes(queue)
+    with plugin_registered(app, plugin), plugin_registered(app, Spy()):
+        celery.start()
+        assert spawned == [(plugin.service.name, celery.processes[plugin.service.name])]
+        celery.stop()
+
+
+@pytest.mark.timeout(60)
+def test_hook_check_ready(services):
+    app, queue = services
+    celery = app.extensions["celery"]
+
+    class NeverReady:
+        @hookimpl
+        def flask_execute_check_ready(self, app, service, process):
+            return False
+
+    plugin = Describes(queue)
+    with plugin_registered(app, plugin), plugin_registered(app, NeverReady()):
+        with pytest.raises(ServiceError, match="was not ready within 2s"):
+            celery.start(timeout=2)
+    assert celery.processes == {}  # nothing left running after the failure
+
+
+@pytest.mark.timeout(60)
+def test_hook_make_supervisor(services):
+    app, _queue = services
+
+    class Quiet:
+        """A supervisor that runs nothing and says so."""
+
+        started = 0
+
+        def start(self, timeout=None):
+            Quiet.started += 1
+
+        def stop(self, timeout=None):
+            pass
+
+        def running(self):
+            return {}
+
+        def log_paths(self):
+            return {"nothing": "/dev/null"}
+
+    class Plugin:
+        @hookimpl
+        def flask_execute_make_supervisor(self, app):
+            return Quiet()
+
+    fresh = Flask("supervised")
+    fresh.config.update(app.config)
+    fresh.config["CELERY_DISABLED_PLUGINS"] = []
+    celery = Celery(fresh, plugins=[Plugin()])
+    celery.start()
+    assert Quiet.started == 1 and celery.logs == {"nothing": "/dev/null"}
+
+
+# -- scheduling ------------------------------------------------------------------------
+
+
+def test_hook_make_schedule():
+    class Plugin:
+        @hookimpl
+        def flask_execute_make_schedule(self, app, schedule, crontab_kwargs):
+            return schedules.crontab(minute=0) if schedule == "hourly" else None
+
+    celery = Celery(eager_app(), plugins=[Plugin()])
+
+    @celery.schedule("hourly", name="hourly")
+    def hourly():
+        return None
+
+    entry = celery.celery_app.conf.beat_schedule["hourly"]
+    assert entry["schedule"] == schedules.crontab(minute=0)
+
+
+def test_hook_add_beat_entries():
+    class Plugin:
+        @hookimpl
+        def flask_execute_add_beat_entries(self, app):
+            return {"plugin-entry": {"task": "plugin.task", "schedule": 60.0}}
+
+    celery = Celery(eager_app(CELERYBEAT_SCHEDULE={"cfg": {"task": "x", "schedule": 5}}))
+    with plugin_registered(celery.state().app, Plugin()):
+        celery.schedule.refresh(celery.state())
+        entries = celery.celery_app.conf.beat_schedule
+    assert entries["plugin-entry"]["task"] == "plugin.task" and "cfg" in entries
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+def test_hook_add_command_defaults():
+    from flask_execute import cli
+
+    class Plugin:
+        @hookimpl
+        def flask_execute_add_command_defaults(self, app):
+            return {"worker": {"concurrency": 3, "loglevel": "error"}}
+
+    app = eager_app(CELERY_LOG_LEVEL="debug")
+    Celery(app, plugins=[Plugin()])
+    worker = cli._celery_cli().commands["worker"]
+    # later plugins win per option; the services plugin's other defaults stay
+    assert cli._defaults(app, "worker", worker, []) == (
+        {"loglevel": "error", "concurrency": 3},
+        [],
+    )
+    assert cli._defaults(app, "beat", cli._celery_cli().commands["beat"], []) == (
+        {"loglevel": "debug"},
+        [],
+    )

@@ -74,7 +74,9 @@ def _check(report: dict[str, Any], package_dir: Path, plugins_dir: Path) -> None
     missing = {m: f for m, f in report["plugins"].items() if f.startswith("ImportError")}
     assert not missing, f"default plugins that do not import: {sorted(missing)}"
     for module, file in report["plugins"].items():
-        assert Path(file).resolve().parent == plugins_dir.resolve(), (module, file)
+        # a plugin is a module of plugins/, or a package in it (plugins/services/)
+        path = Path(file).resolve()
+        assert plugins_dir.resolve() in (path.parent, path.parent.parent), (module, file)
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -114,7 +116,9 @@ def test_wheel_contents_map_plugins_into_the_package(wheel: Path) -> None:
     assert "flask_execute/py.typed" in names
     assert "flask_execute/plugins/__init__.py" in names
     assert not [n for n in names if n.startswith("plugins/")]
+    assert "flask_execute/plugins/services/supervisor.py" in names  # a plugin's own modules
     shipped = {n[: -len(".py")].replace("/", ".") for n in names if n.endswith(".py")}
+    shipped |= {module.removesuffix(".__init__") for module in shipped}
     missing = [module for _, module in DEFAULT_PLUGINS if module not in shipped]
     assert not missing, f"default plugins not in the wheel: {missing}"
 

@@ -161,7 +161,7 @@ def test_new_style_beat_schedule_key_merges_too():
 def test_a_plugin_contributes_entries_and_schedule_conversions():
     class Plugin:
         @hookimpl
-        def flask_execute_beat_schedule(self, state):
+        def flask_execute_add_beat_entries(self, app):
             return {"plugin-entry": {"task": "plugin.task", "schedule": 60.0}}
 
         @hookimpl

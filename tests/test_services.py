@@ -19,7 +19,6 @@ import pytest
 import redis
 
 from flask_execute import ConfigurationError, ServiceError
-from flask_execute.supervisor import Supervisor
 from tests import helpers
 from tests.apps import services_app
 
@@ -182,7 +181,7 @@ def test_start_failure_names_the_service_its_log_and_leaves_nothing(make_app, re
     assert "no-such-pool" in message  # the last log lines explain it
     assert celery.processes == {} and not launched(os.getpid())
     assert redis.Redis(host="127.0.0.1", port=6379, db=redis_db).llen(queue) == 0
-    assert celery.state().pending_ids() == []
+    assert celery.state().futures.pending_ids() == []
 
 
 def test_start_timeout_raises_and_stops_everything(make_app):
@@ -246,13 +245,13 @@ def test_taken_flower_port_and_missing_flower_are_warnings_naming_the_key(
     )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="flask_execute"):
-        assert [s.kind for s in Supervisor.of(celery.state()).describe()] == ["worker"]
+        assert [s.kind for s in celery.state().supervisor.describe()] == ["worker"]
     assert "pip install flower" in caplog.text and "CELERY_FLOWER" in caplog.text
 
 
 def test_beat_starts_only_with_a_schedule(make_app):
     app, celery = make_app(CELERY_WORKERS=names())
-    assert [s.kind for s in Supervisor.of(celery.state()).describe()] == ["worker"]
+    assert [s.kind for s in celery.state().supervisor.describe()] == ["worker"]
     schedule = {"tick": {"task": "nothing.here", "schedule": 3600.0}}
     app, celery = make_app(CELERY_WORKERS=names(), CELERYBEAT_SCHEDULE=schedule)
     celery.start()
@@ -403,7 +402,7 @@ def test_reloader_restart_leaves_exactly_one_set(shape, tmp_path):
 
 
 def test_filesystem_fallback_without_redis(shape, monkeypatch, caplog):
-    from flask_execute import fallback
+    from flask_execute.plugins.services import fallback
 
     monkeypatch.setattr(fallback, "redis_answers", lambda *a, **k: False)
     shape(CELERY_WORKERS=names(1), CELERY_BROKER_URL="__unset__")
@@ -424,12 +423,13 @@ def test_filesystem_fallback_without_redis(shape, monkeypatch, caplog):
 
 
 def test_no_fallback_when_local_workers_are_off(shape, monkeypatch):
-    from flask_execute import fallback
+    from flask_execute.plugins.config import DEFAULT_BROKER_URL
+    from flask_execute.plugins.services import fallback
 
     monkeypatch.setattr(fallback, "redis_answers", lambda *a, **k: False)
     shape(CELERY_START_LOCAL_WORKERS=False, CELERY_BROKER_URL="__unset__")
     app = services_app.create_app()
-    assert app.extensions["celery"].celery_app.conf.broker_url == fallback.DEFAULT_BROKER_URL
+    assert app.extensions["celery"].celery_app.conf.broker_url == DEFAULT_BROKER_URL
 
 
 def test_polling_source_delivers_every_progress_update(tmp_path):
@@ -447,8 +447,8 @@ def test_polling_source_delivers_every_progress_update(tmp_path):
     (tmp_path / "results").mkdir()
     celery = Celery(app)
     state = celery.state()
-    future = state.pm.make_future(state, str(uuid.uuid4()), "progress")
-    state.track(future)
+    future = state.pm.make_future(app, str(uuid.uuid4()), "progress")
+    state.futures.track(future)
     backend = celery.celery_app.backend
     try:
         for step in (1, 2, 3):  # what a worker's update_state stores
@@ -459,4 +459,4 @@ def test_polling_source_delivers_every_progress_update(tmp_path):
         backend.store_result(future.id, 42, "SUCCESS")
         assert future.result(timeout=5) == 42
     finally:
-        state.close()
+        state.futures.close()

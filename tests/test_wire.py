@@ -113,4 +113,4 @@ def test_unserializable_argument_fails_at_submit_naming_it(broker_url, redis_db)
         celery.map(print, [1], [lock])  # nothing of the map is sent either
     client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
     assert client.llen("nothing-published") == 0
-    assert celery.state()._pending == {}
+    assert celery.state().futures.pending_ids() == []

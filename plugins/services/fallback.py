@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_execute")
 
-DEFAULT_BROKER_URL = "redis://localhost:6379/0"
-
 #: Environment variable carrying the choice to the services we start.
 CHOICE_ENV = "FLASK_EXECUTE_BROKER_CHOICE"
 
@@ -40,19 +38,19 @@ def redis_answers(host: str = "localhost", port: int = 6379, timeout: float = 0.
 
 
 def choose_broker(app: Flask, settings: dict[str, Any]) -> str:
-    """Fill in the broker (and result backend) when the config names none.
+    """Fill in the filesystem broker (and result backend) when the config names no
+    broker and nothing answers at ``localhost:6379`` (only for a managed development
+    setup: the ``services`` plugin calls this when local services start themselves).
 
-    :return: ``"configured"``, ``"redis"`` or ``"filesystem"``.
+    :return: ``"configured"``, ``"redis"`` (left to the ``config`` plugin's default)
+        or ``"filesystem"``.
     """
     if "broker_url" in settings:
         return "configured"
-    eager = bool(settings.get("task_always_eager"))
-    managed = bool(app.config.get("CELERY_START_LOCAL_WORKERS", True)) and not eager
-    choice = os.environ.get(CHOICE_ENV) if managed else None
+    choice = os.environ.get(CHOICE_ENV)
     if choice not in ("redis", "filesystem"):
-        choice = "filesystem" if managed and not redis_answers() else "redis"
+        choice = "redis" if redis_answers() else "filesystem"
     if choice == "redis":
-        settings["broker_url"] = DEFAULT_BROKER_URL
         return choice
     _use_filesystem(Path(app.instance_path) / "celery-broker", settings)
     logger.warning(

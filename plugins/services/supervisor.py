@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flask_execute.config import files_dir
 from flask_execute.errors import ServiceError
 from flask_execute.processes import ServiceProcess, stop_all
 from flask_execute.services import Service
@@ -35,21 +36,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_execute")
 
-_PLUGIN_KEY = "services"
-# Not the state's lock: the first send holds that one while it starts the services.
-_CREATE_LOCK = threading.Lock()
 
+class ProcessSupervisor:
+    """Starts, watches and stops the local services of one application
+    (a :class:`flask_execute.services.Supervisor`).
 
-def log_dir(state: AppState) -> Path:
-    """``CELERY_LOG_DIR``, else ``<instance folder>/celery``."""
-    configured = state.app.config.get("CELERY_LOG_DIR")
-    return Path(configured) if configured else Path(state.app.instance_path) / "celery"
-
-
-class Supervisor:
-    """Starts, watches and stops the local services of one application.
-
-    :param state: the application's state.
+    :param state: the application's record.
     """
 
     def __init__(self, state: AppState) -> None:
@@ -62,16 +54,6 @@ class Supervisor:
         self._closing = False
         _SUPERVISORS.add(self)
 
-    @classmethod
-    def of(cls, state: AppState) -> Supervisor:
-        """The supervisor of ``state``'s application, created on first use."""
-        supervisor = state.plugin_data.get(_PLUGIN_KEY)
-        if supervisor is None:
-            with _CREATE_LOCK:
-                supervisor = state.plugin_data.setdefault(_PLUGIN_KEY, cls(state))
-        assert isinstance(supervisor, Supervisor)
-        return supervisor
-
     # -- what to run -------------------------------------------------------------------
 
     @property
@@ -80,10 +62,14 @@ class Supervisor:
 
     def describe(self) -> list[Service]:
         """The services the plugins contribute for this application."""
-        return self.state.pm.local_services(self.state)
+        return self.state.pm.describe_services(self.state.app)
 
     def log_path(self, service: Service) -> Path:
-        return log_dir(self.state) / f"{service.name}.log"
+        return files_dir(self.state.app) / f"{service.name}.log"
+
+    def log_paths(self) -> dict[str, str]:
+        """The log file of every described service, by name."""
+        return {s.name: str(self.log_path(s)) for s in self.describe()}
 
     # -- starting ----------------------------------------------------------------------
 
@@ -94,7 +80,7 @@ class Supervisor:
             return
         # The result listener is needed next: set it up while the workers boot. Tasks
         # reach a worker through its queue, so its remote control need not answer yet.
-        self.start(while_booting=self.state.source, answer_control=False)
+        self.start(while_booting=self.state.futures.source, answer_control=False)
 
     def start(
         self,
@@ -163,7 +149,7 @@ class Supervisor:
         started: list[tuple[Service, ServiceProcess]] = []
         try:
             for service in services:
-                process = self.state.pm.spawn_service(self.state, service)
+                process = self.state.pm.spawn_service(self.state.app, service)
                 self.processes[service.name] = process
                 started.append((service, process))
             online = probe.result()
@@ -189,7 +175,7 @@ class Supervisor:
             logger.info(
                 "flask_execute: started %s (logs in %s)",
                 ", ".join(s.name for s, _ in started),
-                log_dir(self.state),
+                files_dir(self.state.app),
             )
 
     def _wait_ready(
@@ -211,7 +197,7 @@ class Supervisor:
                         f"was not ready within {timeout:g}s (raise CELERY_START_TIMEOUT if it "
                         "needs longer)",
                     )
-                if pm.service_ready(self.state, service, process):
+                if pm.check_ready(self.state.app, service, process):
                     pending.remove((service, process))
             if pending:
                 pending[0][1].signalled(0.02)  # wakes at once when the first reports ready
@@ -222,7 +208,7 @@ class Supervisor:
         conf = self.state.celery_app.conf
         key = f"{conf.broker_url}|{self.state.app.import_name}|{self.state.app.name}"
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-        return log_dir(self.state) / f"services-{digest}.lock"
+        return files_dir(self.state.app) / f"services-{digest}.lock"
 
     def _take_host_lock(self) -> bool:
         if self._host_lock is not None:
@@ -288,26 +274,6 @@ class Supervisor:
             self._release_host_lock()
             self.state.reset_prepared()
 
-    def status(self, timeout: float) -> dict[str, str]:
-        """Ping every worker; configured workers that stay silent are ``OFFLINE``.
-
-        Returns as soon as every configured worker answered (with any other worker
-        that answered by then), else after ``timeout`` without a reply.
-        """
-        expected = {s.node for s in self.describe() if s.node}
-        found: dict[str, str] = {}
-
-        def on_reply(reply: dict[str, object]) -> None:
-            found.update(dict.fromkeys(reply, "OK"))
-            if expected and expected <= found.keys():
-                raise _AllAnswered  # ends Celery's reply collection early
-
-        with contextlib.suppress(_AllAnswered):
-            self.state.celery_app.control.ping(timeout=timeout, callback=on_reply)
-        for node in sorted(expected):
-            found.setdefault(node, "OFFLINE")
-        return found
-
     def _after_fork(self) -> None:
         # A forked child owns neither the services nor the lock: its copy of the lock's
         # descriptor must go, or the lock would outlive the parent.
@@ -346,10 +312,6 @@ class _OnlineProbe:
         return self._online
 
 
-class _AllAnswered(Exception):
-    pass
-
-
 def _failure(service: Service, process: ServiceProcess, what: str) -> ServiceError:
     tail = process.log_tail()
     return ServiceError(
@@ -358,7 +320,7 @@ def _failure(service: Service, process: ServiceProcess, what: str) -> ServiceErr
     )
 
 
-_SUPERVISORS: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+_SUPERVISORS: weakref.WeakSet[ProcessSupervisor] = weakref.WeakSet()
 
 
 @atexit.register

@@ -1,0 +1,198 @@
+"""Future tracking and result decoding: the pending Futures of one application.
+
+The :class:`Tracker` of an application (``state.futures``) keeps every Future still
+waiting, starts the application's one result source on first use, and turns the task
+states the source reports (Celery result metas) into Future updates: progress,
+results, rebuilt exceptions, cancellation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from celery import states
+
+from flask_execute.errors import RemoteError, UnknownTaskError
+
+if TYPE_CHECKING:
+    from celery.result import AsyncResult
+
+    from flask_execute.futures import Future
+    from flask_execute.listener import ResultSource
+    from flask_execute.runtime import AppState
+
+_ERROR_MODULE = RemoteError.__module__
+
+
+class Tracker:
+    """The pending Futures of one application, fed by its result source.
+
+    :param state: the application's record.
+
+    It is the owner of every Future the application hands out
+    (:class:`~flask_execute.futures.FutureOwner`): cancelling, callbacks and
+    Celery attributes go through it.
+    """
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._pending: dict[str, Future] = {}
+        self._lock = threading.RLock()  # a source may track while it starts
+        self._source: ResultSource | None = None
+        self._callbacks: ThreadPoolExecutor | None = None
+
+    # -- which futures wait ------------------------------------------------------------
+
+    def track(self, future: Future, *, listen: bool = True) -> None:
+        """Register ``future`` so that deliveries for its id resolve it.
+
+        :param listen: also tell the result source (started on first use) that the task
+            is about to be published; ``False`` for a task run in this process.
+        """
+        source = self.source() if listen else None
+        self._pending[future.id] = future
+        if source is not None:
+            source.submitted(future.id, future.name)
+
+    def untrack(self, task_id: str) -> None:
+        """Forget ``task_id`` (its message was never published)."""
+        self._pending.pop(task_id, None)
+
+    def is_pending(self, task_id: str) -> bool:
+        """Whether a Future of this process waits for ``task_id``."""
+        return task_id in self._pending
+
+    def pending_ids(self) -> list[str]:
+        """The task ids still waiting, in submission order."""
+        return list(self._pending)
+
+    def fail_pending(self, error: BaseException) -> None:
+        """Fail every Future still waiting here (e.g. local workers could not start)."""
+        for task_id in self.pending_ids():
+            future = self._pending.pop(task_id, None)
+            if future is not None:
+                future.set_exception(error)
+
+    # -- the result source -------------------------------------------------------------
+
+    def source(self) -> ResultSource:
+        """The application's result source, started on first use."""
+        if self._source is None:
+            with self._lock:
+                if self._source is None:
+                    source = self.state.pm.make_result_source(self.state.app)
+                    source.start()
+                    self._source = source
+        return self._source
+
+    # -- resolution --------------------------------------------------------------------
+
+    def deliver(self, task_id: str, meta: Mapping[str, Any]) -> None:
+        """Feed a task's state (a Celery result meta) to its Future, if tracked here."""
+        future = self._pending.get(task_id)
+        if future is None:
+            return
+        status = meta.get("status", states.PENDING)
+        if status in states.READY_STATES:
+            self._pending.pop(task_id, None)
+            self.resolve(future, status, meta.get("result"))
+        elif status != states.PENDING:
+            future.set_state(status, meta.get("result"))
+
+    def resolve(self, future: Future, status: str, result: Any) -> None:
+        """Finish ``future`` with a final Celery state and what the backend stored."""
+        if status == states.REVOKED:
+            future._set_cancelled()
+            return
+        try:
+            if status == states.SUCCESS:
+                future.set_result(self.state.wire.unpack_result(result))
+                return
+            error = self.decode_exception(result)
+        except Exception as exc:  # a forged result or one that cannot be rebuilt
+            error = exc
+        future.set_exception(error)
+
+    def decode_exception(self, result: Any) -> BaseException:
+        """Rebuild a task's exception from what the backend stored."""
+        wire = self.state.wire
+        if isinstance(result, RemoteError):
+            return wire.unpack_error(result)
+        if isinstance(result, BaseException):
+            return result
+        if isinstance(result, dict):
+            if (
+                result.get("exc_type") == "RemoteError"
+                and result.get("exc_module") == _ERROR_MODULE
+            ):
+                return wire.unpack_error(RemoteError(*result.get("exc_message", ())))
+            exc: BaseException = self.state.celery_app.backend.exception_to_python(result)
+            return exc
+        return RuntimeError(f"task failed with {result!r}")
+
+    def get(self, task_id: str) -> Future:
+        """Return a Future for ``task_id``, submitted here or elsewhere.
+
+        :raises ~flask_execute.UnknownTaskError: nothing is known of ``task_id``.
+        """
+        existing = self._pending.get(task_id)
+        if existing is not None:
+            return existing
+        source = self.source()
+        meta = source.lookup(task_id)
+        if meta is None:
+            raise UnknownTaskError(
+                f"no task with id {task_id!r}: it was never submitted to this broker, or "
+                "its result expired (result_expires)."
+            )
+        future = self.state.pm.make_future(self.state.app, task_id, meta.get("name"))
+        self._pending[task_id] = future
+        source.watch(task_id)
+        self.deliver(task_id, meta)
+        return future
+
+    # -- what a Future needs (FutureOwner) ---------------------------------------------
+
+    def revoke(self, task_id: str, *, terminate: bool) -> None:
+        if not self.state.eager:
+            self.state.celery_app.control.revoke(task_id, terminate=terminate)
+
+    def async_result(self, task_id: str) -> AsyncResult:
+        return self.state.celery_app.AsyncResult(task_id)
+
+    def run_callback(self, fn: Callable[[], None]) -> None:
+        """Run a callback in the app context, off the result listener's thread."""
+        app = self.state.app
+
+        def in_context() -> None:
+            with app.app_context():
+                fn()
+
+        source = self._source
+        if source is not None and source.is_listener_thread():
+            if self._callbacks is None:
+                self._callbacks = ThreadPoolExecutor(1, thread_name_prefix="flask_execute-cb")
+            self._callbacks.submit(in_context)
+        else:
+            in_context()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the result source and the callback thread (futures stay as they are)."""
+        source, self._source = self._source, None
+        if source is not None:
+            source.stop()
+        callbacks, self._callbacks = self._callbacks, None
+        if callbacks is not None:
+            callbacks.shutdown(wait=False)
+
+    def after_fork(self) -> None:
+        """Forget threads and futures of the parent (called in a forked child)."""
+        self._source = None
+        self._callbacks = None
+        self._pending = {}
+        self._lock = threading.RLock()  # a source may track while it starts
