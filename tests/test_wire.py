@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import json
 import os
 import stat
 
@@ -10,8 +10,10 @@ import cloudpickle
 import pytest
 from flask import Flask
 from flask_execute.plugins.serializer import CloudpickleSerializer
+from itsdangerous import base64_decode, base64_encode
 
-from flask_execute import Celery, SerializationError, SignatureError
+from flask_execute import Celery, ConfigurationError, SerializationError, SignatureError
+from flask_execute.errors import RemoteError
 from flask_execute.signing import KEY_FILE, Signer, signing_keys
 from flask_execute.wire import Wire
 
@@ -48,16 +50,20 @@ def test_forged_token_is_rejected_before_unpickling(tmp_path):
     forged = wire(b"attacker").pack_call(print, (Tripwire(str(trip)),), {})
     with pytest.raises(SignatureError):
         wire(b"ours").unpack_call(forged)
-    raw = bytearray(base64.urlsafe_b64decode(wire(b"ours").pack_result(1)["flask_execute"]))
-    raw[-1] ^= 1  # flip one bit of the payload
-    tampered = {"flask_execute": base64.urlsafe_b64encode(bytes(raw)).decode()}
+    data, signature = wire(b"ours").pack_result(1)["flask_execute"].split(".")
+    raw = bytearray(base64_decode(data))
+    raw[-1] ^= 1  # flip one bit of the payload, keep its genuine signature
+    tampered = {"flask_execute": f"{base64_encode(bytes(raw)).decode()}.{signature}"}
     with pytest.raises(SignatureError):
         wire(b"ours").unpack_result(tampered)
-    unsigned = base64.urlsafe_b64encode(b"\0" * 32 + cloudpickle.dumps(Tripwire(str(trip))))
-    with pytest.raises(SignatureError):
-        wire(b"ours").unpack_call(unsigned.decode())
-    with pytest.raises(SignatureError):
-        wire(b"ours").unpack_call("not base64 at all!")
+    pickle = base64_encode(cloudpickle.dumps(Tripwire(str(trip)))).decode()
+    zeros = base64_encode(b"\0" * 32).decode()
+    for unsigned in (pickle, f"{pickle}.", f"{pickle}.{zeros}"):
+        with pytest.raises(SignatureError):
+            wire(b"ours").unpack_call(unsigned)
+    for garbage in ("not base64 at all!", "a.b.c", "", None, 5, ["x.y"]):
+        with pytest.raises(SignatureError):
+            wire(b"ours").unpack_call(garbage)
     assert not trip.exists()
 
 
@@ -66,6 +72,19 @@ def test_a_token_of_one_kind_is_not_accepted_as_another():
     result_token = w.pack_result(print)["flask_execute"]
     with pytest.raises(SignatureError):
         w.unpack_call(result_token)
+    call_token = w.pack_call(print, (), {})
+    with pytest.raises(SignatureError):
+        w.unpack_result({"flask_execute": call_token})
+    with pytest.raises(SignatureError):
+        w.unpack_error(RemoteError(call_token, "print"))
+    signer = Signer([b"k"])  # the separation is the signer's, whatever the wire asks
+    with pytest.raises(SignatureError):
+        signer.verify(signer.sign(b"data", b"call:x"), b"result:x")
+
+
+def test_token_is_ascii_text_that_json_carries_as_is():
+    token = wire(b"k").pack_call(divmod, (b"\0\xff", "\u00e9"), {})
+    assert token.isascii() and json.dumps(token) == f'"{token}"'
 
 
 def test_key_rotation_old_tokens_still_verify():
@@ -89,6 +108,54 @@ def test_keys_from_config_secret_key_or_development_file(tmp_path):
     assert path.read_bytes() == key[0] and len(key[0]) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert signing_keys(app) == key  # stable across calls and processes
+
+
+def app_wire(tmp_path, **config) -> Wire:
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(config)
+    return Wire(CloudpickleSerializer(), Signer(signing_keys(app)))
+
+
+def test_signing_keys_rotation_first_signs_every_one_verifies(tmp_path):
+    old = app_wire(tmp_path, CELERY_SIGNING_KEYS="old").pack_result(1)
+    rotating = app_wire(tmp_path, CELERY_SIGNING_KEYS=["new", "old"])
+    assert rotating.unpack_result(old) == 1
+    new = rotating.pack_result(2)
+    assert app_wire(tmp_path, CELERY_SIGNING_KEYS=["new"]).unpack_result(new) == 2
+    with pytest.raises(SignatureError):
+        app_wire(tmp_path, CELERY_SIGNING_KEYS=["old"]).unpack_result(new)
+    with pytest.raises(SignatureError):  # the old key removed, its tokens stop verifying
+        app_wire(tmp_path, CELERY_SIGNING_KEYS=["new"]).unpack_result(old)
+
+
+def test_secret_key_fallbacks_verify_but_never_sign(tmp_path):
+    old = app_wire(tmp_path, SECRET_KEY="old").pack_result(1)
+    rotated = app_wire(tmp_path, SECRET_KEY="new", SECRET_KEY_FALLBACKS=["old"])
+    assert rotated.unpack_result(old) == 1
+    with pytest.raises(SignatureError):
+        app_wire(tmp_path, SECRET_KEY="new").unpack_result(old)
+    new = rotated.pack_result(2)
+    assert app_wire(tmp_path, SECRET_KEY="new").unpack_result(new) == 2
+    with pytest.raises(SignatureError):
+        app_wire(tmp_path, SECRET_KEY="old").unpack_result(new)
+    # CELERY_SIGNING_KEYS, when set, is the whole list: SECRET_KEY's fallbacks do not apply.
+    explicit = app_wire(
+        tmp_path, CELERY_SIGNING_KEYS="k", SECRET_KEY="new", SECRET_KEY_FALLBACKS=["old"]
+    )
+    with pytest.raises(SignatureError):
+        explicit.unpack_result(old)
+
+
+def test_derived_keys_are_never_the_secrets_and_empty_keys_are_refused(tmp_path):
+    app = Flask(__name__, instance_path=str(tmp_path / "instance"))
+    app.config.update(SECRET_KEY="new", SECRET_KEY_FALLBACKS=["", "old"])
+    keys = signing_keys(app)
+    assert len(keys) == 2 and not {b"new", b"old"} & set(keys)  # the empty one is skipped
+    app.config["SECRET_KEY_FALLBACKS"] = "old"  # one key, not the keys "o", "l", "d"
+    assert signing_keys(app) == keys
+    for bad in ([], [b"k", b""]):
+        with pytest.raises(ConfigurationError, match="CELERY_SIGNING_KEYS"):
+            Signer(bad)
 
 
 def test_unserializable_argument_fails_at_submit_naming_it(broker_url, redis_db):
