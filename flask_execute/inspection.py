@@ -1,8 +1,11 @@
 """``celery.inspect`` and ``celery.control``: Celery's remote control API, in-process.
 
-Both proxies broadcast through the Celery app of the current Flask app
-(:attr:`celery.Celery.control`) and return a dict keyed by worker name, ``{}`` when no
-worker answered in time. Nothing here spawns a process or parses CLI output.
+A command is the method of that name on Celery's own clients,
+:class:`celery.app.control.Inspect` and :class:`celery.app.control.Control`, called with
+the same arguments. What this module adds: ``destination`` and ``timeout`` on every call,
+``{worker name: reply}`` as the result (``{}`` when no worker answered in time), commands
+a project registered reached by name, and a ``shutdown`` that says whom it stopped.
+Nothing here spawns a process or parses CLI output.
 
 ::
 
@@ -13,7 +16,7 @@ worker answered in time. Nothing here spawns a process or parses CLI output.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -35,24 +38,16 @@ def commands(kind: str) -> list[str]:
     registered with ``celery.worker.control.inspect_command`` / ``control_command`` in
     this process are included.
     """
+    # Imported here: the worker's command registry is only needed once remote control is.
     from celery.worker.control import Panel
 
     return sorted(name for name, meta in Panel.meta.items() if meta.type == kind and meta.visible)
 
 
-def _destination(value: Destination) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [name.strip() for name in value.split(",") if name.strip()]
-    return list(value)
-
-
 class _Remote:
-    """Shared machinery of :class:`Inspect` and :class:`Control`."""
+    """A method per remote command of :attr:`kind`, built on first access by name."""
 
     kind: ClassVar[str]
-    attribute: ClassVar[str]
 
     def __init__(self, celery_app: celery.Celery) -> None:
         self.celery_app = celery_app
@@ -63,175 +58,93 @@ class _Remote:
     def __dir__(self) -> list[str]:
         return sorted({*super().__dir__(), *commands(self.kind)})
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Callable[..., dict[str, Any]]:
+        # Celery's clients are configured per call (destination, timeout), so the
+        # commands cannot simply be their bound methods: each call builds its options.
         if name.startswith("_") or name not in commands(self.kind):
             raise AttributeError(
-                f"celery.{self.attribute} has no command {name!r}; "
+                f"celery.{self.kind} has no command {name!r}; "
                 f"valid commands: {', '.join(commands(self.kind))}"
             )
 
         def command(
-            *args: Any,
-            destination: Destination = None,
-            timeout: float | None = None,
-            **kwargs: Any,
+            *args: Any, destination: Destination = None, timeout: float | None = None, **kwargs: Any
         ) -> dict[str, Any]:
-            return self._call(name, args, kwargs, destination, timeout)
+            if isinstance(destination, str):  # "a@host, b@host", as `-d` takes it
+                destination = [node.strip() for node in destination.split(",") if node.strip()]
+            nodes = None if destination is None else list(destination)
+            options = {
+                "destination": nodes,
+                "timeout": DEFAULT_TIMEOUT if timeout is None else timeout,
+                # With known recipients, stop waiting as soon as all of them answered.
+                "limit": len(nodes) if nodes else None,
+            }
+            return self._send(name, args, kwargs, options)
 
         command.__name__ = command.__qualname__ = name
-        command.__doc__ = f"Send the {name!r} {self.kind} command; see Celery's documentation."
+        command.__doc__ = f"Celery's {name!r} {self.kind} command (celery.app.control)."
         return command
 
-    def _call(
-        self,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        destination: Destination,
-        timeout: float | None,
+    def _send(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _options(self, destination: Destination, timeout: float | None) -> dict[str, Any]:
-        nodes = _destination(destination)
-        return {
-            "destination": nodes,
-            "timeout": DEFAULT_TIMEOUT if timeout is None else timeout,
-            # With known recipients, stop waiting as soon as all of them answered.
-            "limit": len(nodes) if nodes else None,
-        }
-
-    def _broadcast(
-        self,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: dict[str, Any],
+    def _by_name(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> dict[str, Any]:
-        # A command Celery's client classes have no method for (e.g. one a project
-        # registered with `control_command`): name the positional arguments from the
-        # command's own registration, as `celery inspect|control` does.
+        """Send a command Celery's clients have no method for (one a project registered)."""
         from celery.worker.control import Panel
 
+        # Celery names positional arguments after the command's registration only in its
+        # CLI (celery.bin.control, which also converts them from strings): do the naming.
         meta = Panel.meta[name]
-        names = [arg for arg, _ in (meta.args or ())]
+        names = [arg for arg, _ in meta.args or ()]
         if len(args) > len(names) and not meta.variadic:
-            raise TypeError(f"{self.attribute}.{name}() takes at most {len(names)} arguments")
+            raise TypeError(f"{self.kind}.{name}() takes at most {len(names)} arguments")
         arguments = dict(zip(names, args, strict=False))
         if meta.variadic:
             arguments[meta.variadic] = list(args[len(names) :])
-        arguments.update(kwargs)
-        replies = self.celery_app.control.broadcast(
-            name, arguments=arguments, reply=True, **options
-        )
-        return _flatten(replies)
+        # Inspect._request is Celery's generic send-wait-merge, for either kind of command.
+        reply = self.celery_app.control.inspect(**options)._request(name, **arguments, **kwargs)
+        return dict(reply or {})
 
 
 class Inspect(_Remote):
     """``celery.inspect``: ask workers about their state.
 
-    Every method accepts ``destination`` (a worker name, a comma-separated string of
-    names, or a list of them; default: every worker) and ``timeout`` (seconds to wait for
-    replies, default 1), and returns ``{worker name: reply}``, ``{}`` when no worker
-    answered. Any other command of Celery's ``inspect`` API is available by name
-    (``celery.inspect.clock()``); :func:`commands` lists them.
+    ``celery.inspect.<command>(*args, destination=None, timeout=None, **kwargs)`` calls the
+    method of Celery's :class:`celery.app.control.Inspect` (``ping``, ``active``,
+    ``scheduled``, ``reserved``, ``revoked``, ``registered``, ``stats``,
+    ``active_queues``, ``query_task``, ``conf``, ``clock`` ...) with ``args`` and
+    ``kwargs``. ``destination`` is a worker name, a comma-separated string of names, or a
+    list of them (default: every worker); ``timeout`` is how long to wait for replies
+    (default 1 second). Returns ``{worker name: reply}``, ``{}`` when no worker answered.
     """
 
     kind = "inspect"
-    attribute = "inspect"
 
-    def ping(
-        self, *, destination: Destination = None, timeout: float | None = None
+    def _send(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> dict[str, Any]:
-        """Ping workers: ``{"foo@host": {"ok": "pong"}}``."""
-        return self._call("ping", (), {}, destination, timeout)
-
-    def active(
-        self, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Tasks being executed: ``{worker: [task info, ...]}``."""
-        return self._call("active", (), {}, destination, timeout)
-
-    def scheduled(
-        self, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Tasks with an ETA or countdown, waiting for their time."""
-        return self._call("scheduled", (), {}, destination, timeout)
-
-    def reserved(
-        self, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Tasks received and prefetched, not yet running."""
-        return self._call("reserved", (), {}, destination, timeout)
-
-    def revoked(
-        self, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Ids of revoked tasks each worker remembers."""
-        return self._call("revoked", (), {}, destination, timeout)
-
-    def registered(
-        self, *taskinfoitems: str, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Registered task names, with the given task attributes (e.g. ``"rate_limit"``)."""
-        return self._call("registered", taskinfoitems, {}, destination, timeout)
-
-    def stats(
-        self, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Worker statistics: pool (``stats()[w]["pool"]["max-concurrency"]``), totals ..."""
-        return self._call("stats", (), {}, destination, timeout)
-
-    def active_queues(
-        self, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Queues each worker consumes from."""
-        return self._call("active_queues", (), {}, destination, timeout)
-
-    def query_task(
-        self, *ids: str, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """State of the given task ids on each worker: ``{worker: {id: [state, info]}}``."""
-        return self._call("query_task", ids, {}, destination, timeout)
-
-    def conf(
-        self,
-        with_defaults: bool = False,
-        *,
-        destination: Destination = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Each worker's Celery configuration."""
-        return self._call("conf", (with_defaults,), {}, destination, timeout)
-
-    def _call(
-        self,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        destination: Destination,
-        timeout: float | None,
-    ) -> dict[str, Any]:
-        options = self._options(destination, timeout)
-        client = self.celery_app.control.inspect(**options)
-        method = getattr(type(client), name, None)
-        if method is None:
-            return self._broadcast(name, args, kwargs, options)
-        reply = getattr(client, name)(*args, **kwargs)
-        return dict(reply or {})
+        inspect = self.celery_app.control.inspect(**options)
+        if not callable(getattr(type(inspect), name, None)):
+            return self._by_name(name, args, kwargs, options)
+        return dict(getattr(inspect, name)(*args, **kwargs) or {})
 
 
 class Control(_Remote):
     """``celery.control``: tell workers to change what they do.
 
-    Every method accepts ``destination`` and ``timeout`` like :class:`Inspect`, waits for
-    the workers' replies and returns ``{worker name: reply}``, ``{}`` when nobody
-    answered. Any other command of Celery's ``control`` API is available by name
-    (``celery.control.rate_limit("tasks.add", "10/m")``); :func:`commands` lists them.
+    ``celery.control.<command>(*args, destination=None, timeout=None, **kwargs)`` calls the
+    method of Celery's :class:`celery.app.control.Control` (``pool_restart``,
+    ``pool_grow``, ``pool_shrink``, ``autoscale``, ``rate_limit``, ``time_limit``,
+    ``revoke``, ``add_consumer``, ``cancel_consumer``, ``heartbeat`` ...) with ``args`` and
+    ``kwargs``, waits for the workers' replies and returns ``{worker name: reply}``, ``{}``
+    when nobody answered; ``destination`` and ``timeout`` are as for :class:`Inspect`.
     """
 
     kind = "control"
-    attribute = "control"
 
     def shutdown(
         self, *, destination: Destination = None, timeout: float | None = None
@@ -248,108 +161,18 @@ class Control(_Remote):
             self.celery_app.control.shutdown(destination=list(alive), reply=False)
         return {name: dict(SHUTDOWN_REPLY) for name in alive}
 
-    def pool_restart(
-        self,
-        modules: list[str] | None = None,
-        reload: bool = False,
-        *,
-        destination: Destination = None,
-        timeout: float | None = None,
+    def _send(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> dict[str, Any]:
-        """Restart the pool's child processes (needs ``worker_pool_restarts``)."""
-        return self._call(
-            "pool_restart", (), {"modules": modules, "reload": reload}, destination, timeout
-        )
+        from celery.app.control import flatten_reply
 
-    def pool_grow(
-        self, n: int = 1, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Add ``n`` processes to each worker's pool."""
-        return self._call("pool_grow", (n,), {}, destination, timeout)
-
-    def pool_shrink(
-        self, n: int = 1, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Remove ``n`` processes from each worker's pool."""
-        return self._call("pool_shrink", (n,), {}, destination, timeout)
-
-    def autoscale(
-        self,
-        max: int,
-        min: int,
-        *,
-        destination: Destination = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Set the autoscaler's bounds (workers started with ``--autoscale``)."""
-        return self._call("autoscale", (max, min), {}, destination, timeout)
-
-    def heartbeat(
-        self, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Make workers send a ``worker-heartbeat`` event now."""
-        return self._call("heartbeat", (), {}, destination, timeout)
-
-    def rate_limit(
-        self,
-        task_name: str,
-        rate_limit: str | int | None,
-        *,
-        destination: Destination = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Set a task's rate limit (``"10/m"``; ``None`` or ``0`` removes it)."""
-        return self._call("rate_limit", (task_name, rate_limit), {}, destination, timeout)
-
-    def revoke(
-        self,
-        task_id: str | list[str],
-        terminate: bool = False,
-        signal: str = "SIGTERM",
-        *,
-        destination: Destination = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Revoke task ids; with ``terminate``, kill the process running them."""
-        return self._call(
-            "revoke", (task_id,), {"terminate": terminate, "signal": signal}, destination, timeout
-        )
-
-    def add_consumer(
-        self, queue: str, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Make workers consume from ``queue`` too."""
-        return self._call("add_consumer", (queue,), {}, destination, timeout)
-
-    def cancel_consumer(
-        self, queue: str, *, destination: Destination = None, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """Make workers stop consuming from ``queue``."""
-        return self._call("cancel_consumer", (queue,), {}, destination, timeout)
-
-    def _call(
-        self,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        destination: Destination,
-        timeout: float | None,
-    ) -> dict[str, Any]:
-        options = self._options(destination, timeout)
         control = self.celery_app.control
-        method = getattr(type(control), name, None)
-        # Celery's own client methods know each command's arguments; `election` is the
-        # one that cannot wait for replies, so it goes through the generic path.
-        if method is None or name == "election":
-            return self._broadcast(name, args, kwargs, options)
-        replies = getattr(control, name)(*args, reply=True, **kwargs, **options)
-        return _flatten(replies)
-
-
-def _flatten(replies: list[dict[str, Any]] | None) -> dict[str, Any]:
-    from celery.app.control import flatten_reply
-
-    return dict(flatten_reply(replies)) if replies else {}
+        # `election` is the one Celery method that cannot wait for replies.
+        if not callable(getattr(type(control), name, None)) or name == "election":
+            return self._by_name(name, args, kwargs, options)
+        return dict(
+            flatten_reply(getattr(control, name)(*args, reply=True, **kwargs, **options) or [])
+        )
 
 
 class InspectMixin:

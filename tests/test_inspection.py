@@ -43,6 +43,9 @@ def test_ping_is_keyed_by_worker_name(basic_app, worker):
     assert basic_app.celery.inspect.ping(destination=[worker]) == {worker: {"ok": "pong"}}
     # a single name, or a comma-separated string, work too
     assert list(basic_app.celery.inspect.ping(destination=worker)) == [worker]
+    assert basic_app.celery.inspect.ping(
+        destination=f" {worker}, nobody@nowhere,", timeout=0.5
+    ) == {worker: {"ok": "pong"}}
 
 
 def test_nobody_answering_is_an_empty_dict(basic_app, basic_worker):
@@ -119,6 +122,41 @@ def test_control_commands_reply_per_worker(basic_app, worker):
         control.rate_limit("flask_execute.run", None, destination=[worker])
     # pool restarts are off unless worker_pool_restarts is set: the worker says so
     assert "error" in control.pool_restart(destination=[worker])[worker]
+
+
+def test_celery_client_methods_take_their_own_arguments(basic_app, worker):
+    # any method of Celery's Inspect/Control is a command, with Celery's arguments
+    control, inspect = basic_app.celery.control, basic_app.celery.inspect
+
+    def limits() -> str:
+        names = inspect.registered("soft_time_limit", "time_limit", destination=[worker])
+        return next(n for n in names[worker] if n.startswith("flask_execute.run"))
+
+    assert limits() == "flask_execute.run"
+    reply = control.time_limit("flask_execute.run", soft=60, hard=120, destination=[worker])
+    try:
+        assert "ok" in reply[worker], reply
+        assert limits() == "flask_execute.run [soft_time_limit=60 time_limit=120]"
+    finally:
+        control.time_limit("flask_execute.run", None, None, destination=[worker])
+    assert limits() == "flask_execute.run"
+    assert list(inspect.memsample(destination=worker)) == [worker]
+    # query_task takes ids, or a list of them, as in Celery
+    assert inspect.query_task(["cafe-0000-none"], destination=[worker]) == {worker: {}}
+
+
+def test_a_projects_own_commands_are_reached_by_name(basic_app, worker):
+    assert "echo_word" in commands("control")
+    assert "count_names" in commands("inspect")
+    control, inspect = basic_app.celery.control, basic_app.celery.inspect
+    assert "echo_word" in dir(control)
+    # positional arguments are named after the command's registration
+    assert control.echo_word("ab", 2, destination=worker) == {worker: {"ok": "abab"}}
+    assert control.echo_word(word="x", destination=[worker]) == {worker: {"ok": "x"}}
+    assert inspect.count_names("a", "b", "c", destination=[worker]) == {worker: {"count": 3}}
+    with pytest.raises(TypeError, match=r"echo_word\(\) takes at most 2 arguments"):
+        control.echo_word("a", 1, "extra", destination=[worker])
+    assert control.echo_word("x", destination=["nobody@nowhere"], timeout=0.2) == {}
 
 
 def test_revoke_is_remembered(basic_app, worker):

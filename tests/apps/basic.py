@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from celery.worker.control import control_command, inspect_command
 from flask import Flask, current_app, g
 
 from flask_execute import Celery, current_task
@@ -43,6 +44,20 @@ def fail(message):
 
 def pid():
     return os.getpid(), os.getppid()
+
+
+# A project's own remote commands (registered in the worker and here alike): Celery's
+# clients have no method for them, so celery.inspect/control reach them by name.
+@control_command(args=[("word", str), ("times", int)], signature="<word> [times]")
+def echo_word(state, word, times=1):
+    """Reply with ``word`` repeated ``times`` times."""
+    return {"ok": word * times}
+
+
+@inspect_command(variadic="names")
+def count_names(state, names=()):
+    """Reply with the number of names given."""
+    return {"count": len(names)}
 
 
 def import_count():
