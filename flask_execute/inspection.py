@@ -173,22 +173,3 @@ class Control(_Remote):
         return dict(
             flatten_reply(getattr(control, name)(*args, reply=True, **kwargs, **options) or [])
         )
-
-
-class InspectMixin:
-    """Extension properties ``inspect`` and ``control``."""
-
-    if TYPE_CHECKING:
-
-        @property
-        def celery_app(self) -> celery.Celery: ...
-
-    @property
-    def inspect(self) -> Inspect:
-        """Celery's inspect API for the current app's workers (:class:`Inspect`)."""
-        return Inspect(self.celery_app)
-
-    @property
-    def control(self) -> Control:
-        """Celery's control API for the current app's workers (:class:`Control`)."""
-        return Control(self.celery_app)
