@@ -27,6 +27,9 @@ from flask_execute.runtime import WORKER_ENV, AppState
 if TYPE_CHECKING:
     from flask_execute.extension import Celery
 
+#: Help options of every ``flask celery`` command, Celery's included.
+HELP_OPTIONS = ("-h", "--help")
+
 #: Exit status when no worker answers (``EX_UNAVAILABLE``, as ``celery status``).
 EX_UNAVAILABLE = 69
 
@@ -70,7 +73,7 @@ class PassThrough(click.Command):
         run_celery(ctx, self.name, ctx.args)
 
 
-@click.group("celery", cls=CeleryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("celery", cls=CeleryGroup, context_settings={"help_option_names": list(HELP_OPTIONS)})
 def celery_group() -> None:
     """Run Celery with the Flask application loaded.
 
@@ -90,8 +93,8 @@ def run_celery(ctx: click.Context, name: str, args: Sequence[str]) -> None:
     The process is marked as a worker (``FLASK_EXECUTE_WORKER=1``) before the app is
     loaded, so neither it nor the processes it forks ever start local services.
     """
-    argv = ["--help" if arg == "-h" else arg for arg in args]
-    wants_help = "--help" in argv
+    argv = list(args)
+    wants_help = any(arg in HELP_OPTIONS for arg in argv)
     os.environ[WORKER_ENV] = "1"
     app: Flask | None
     try:
@@ -115,15 +118,15 @@ def run_celery(ctx: click.Context, name: str, args: Sequence[str]) -> None:
     if app is not None and name == "control" and _remote_command(argv) == "shutdown":
         # Celery's `control shutdown` waits for replies a stopping worker never sends,
         # then fails; ours pings first and reports whom it stopped.
-        argv.remove("shutdown")
         shutdown_command.main(
-            args=argv, prog_name=f"{parent} control shutdown", obj=app, standalone_mode=True
+            args=argv, prog_name=f"{parent} control", obj=app, standalone_mode=True
         )
     _celery_cli().main(
         args=[name, *argv],
         prog_name=parent,
         default_map=default_map,
         auto_envvar_prefix="CELERY",
+        help_option_names=list(HELP_OPTIONS),  # inherited by every Celery subcommand
         standalone_mode=True,
     )
 
@@ -146,14 +149,15 @@ def _reply_options(*, timeout: str, destination: str) -> Callable[[_F], _F]:
     return decorate
 
 
-@click.command("shutdown", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("shutdown", context_settings={"help_option_names": list(HELP_OPTIONS)})
+@click.argument("command", type=click.Choice(["shutdown"]))
 @_reply_options(
     timeout="Seconds to wait for the workers to answer a ping first.",
     destination="Comma-separated worker names to stop.",
 )
 @click.pass_context
 def shutdown_command(
-    ctx: click.Context, timeout: float, destination: str | None, as_json: bool
+    ctx: click.Context, command: str, timeout: float, destination: str | None, as_json: bool
 ) -> None:
     """Shut down workers warmly: ``flask celery control shutdown -d foo@host``."""
     app: Flask = ctx.obj
@@ -262,13 +266,10 @@ def _prepare_detach(app: Flask, name: str, argv: list[str]) -> None:
 
 
 def _remote_command(argv: Sequence[str]) -> str | None:
-    """The COMMAND of ``inspect|control [OPTIONS] COMMAND``: the first positional."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in ("-t", "--timeout", "-d", "--destination"):
-            skip = True
-        elif not arg.startswith("-"):
-            return arg
-    return None
+    """The COMMAND of ``control [OPTIONS] COMMAND [ARGS]``, as Celery's own command
+    parses it (click's parser, no callbacks run)."""
+    target = _celery_cli().commands["control"]
+    with click.Context(target, info_name="control", resilient_parsing=True) as ctx:
+        options, _args, _order = target.make_parser(ctx).parse_args(list(argv))
+    command = options.get("command")
+    return command if isinstance(command, str) else None
