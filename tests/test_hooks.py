@@ -6,10 +6,9 @@ test in ``test_docs.py`` fails for a hook without one.
 
 from __future__ import annotations
 
-import pickle
 import uuid
+import zlib
 
-import cloudpickle
 import pytest
 from celery import schedules
 from flask import Flask
@@ -95,24 +94,28 @@ def test_hook_init_app():
 # -- serialization ---------------------------------------------------------------------
 
 
-class ReversedPickle:
-    name = "reversed-cloudpickle"
+class Compressed:
+    """Wraps the default serializer (the docs' example of extending a default)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = f"zlib+{inner.name}"
 
     def dumps(self, obj):
-        return cloudpickle.dumps(obj)[::-1]
+        return zlib.compress(self.inner.dumps(obj))
 
     def loads(self, data):
-        return pickle.loads(data[::-1])
+        return self.inner.loads(zlib.decompress(data))
 
 
 def test_hook_make_serializer():
     class Plugin:
-        @hookimpl
+        @hookimpl(wrapper=True)
         def flask_execute_make_serializer(self, app):
-            return ReversedPickle()
+            return Compressed((yield))
 
     celery = Celery(eager_app(), plugins=[Plugin()])
-    assert celery.state().wire.serializer.name == "reversed-cloudpickle"
+    assert celery.state().wire.serializer.name == "zlib+cloudpickle"
     assert celery.submit(lambda x: x * 2, 21).result(timeout=5) == 42
 
 
