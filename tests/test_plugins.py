@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -124,3 +125,50 @@ def test_entry_point_plugin_overrides_the_default_serializer(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "reversed-cloudpickle", "42"]
+
+
+def test_trace_hooks_logs_every_hook_call(caplog):
+    app = Flask(__name__)
+    app.config.update(CELERY_ALWAYS_EAGER=True, CELERY_TRACE_HOOKS=True)
+    with caplog.at_level(logging.DEBUG, logger="flask_execute.hooks"):
+        celery = Celery(app)
+        celery.submit(pow, 2, 3).result(timeout=5)
+    traced = caplog.text
+    for hook in ("flask_execute_configure_celery", "flask_execute_send", "flask_execute_run_task"):
+        assert hook in traced, hook
+    quiet = Flask("quiet")
+    quiet.config["CELERY_ALWAYS_EAGER"] = True
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="flask_execute.hooks"):
+        Celery(quiet).submit(pow, 2, 3).result(timeout=5)
+    assert "flask_execute_send" not in caplog.text
+
+
+def test_plugin_registered_always_unregisters():
+    from flask_execute.testing import plugin_registered
+
+    app = Flask(__name__)
+    app.config.update(CELERY_ALWAYS_EAGER=True, CELERY_DISABLED_PLUGINS=["blocked-name"])
+    celery = Celery(app)
+    pm = celery.state().pm
+    upper = Upper()
+    with pytest.raises(ZeroDivisionError), plugin_registered(app, upper) as registered:
+        assert registered is upper and pm.is_registered(upper)
+        assert celery.submit(str.lower, "Hi").result(timeout=5) == "HI"
+        raise ZeroDivisionError
+    assert not pm.is_registered(upper)
+    assert celery.submit(str.lower, "Hi").result(timeout=5) == "hi"
+
+    class Typo:
+        @hookimpl
+        def flask_execute_run_tsak(self, app):
+            pass
+
+    with pytest.raises(Exception, match="flask_execute_run_tsak"), plugin_registered(app, Typo()):
+        pass
+    assert [p for p in pm.get_plugins() if isinstance(p, Typo)] == []
+    with (
+        pytest.raises(ValueError, match="blocked"),
+        plugin_registered(app, Upper(), "blocked-name"),
+    ):
+        pass
