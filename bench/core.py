@@ -163,7 +163,7 @@ def profile(fe: ModuleType, samples: int, n: int, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     state = fe.app.extensions["flask_execute"]
-    state.close()  # the next submit starts a new source, with the wrapped threads
+    state.futures.close()  # the next submit starts a new source, with the wrapped threads
     profiles: dict[str, cProfile.Profile] = {}
 
     def wrap(name: str, body: Any) -> Any:
@@ -187,7 +187,7 @@ def profile(fe: ModuleType, samples: int, n: int, out: Path) -> None:
             fe.celery.submit(fe.add, 1, 2).result(timeout=TIMEOUT)
         burst_ours(fe, n)
         main.disable()
-        state.close()  # ends the wrapped threads, which disables their profilers
+        state.futures.close()  # ends the wrapped threads, which disables their profilers
     finally:
         RedisResultSource._run, RedisResultSource._write_markers = originals  # type: ignore[method-assign]
     profiles["submit"] = main
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for worker in workers:
                 worker.stop()
-            fe.app.extensions["flask_execute"].close()
+            fe.app.extensions["flask_execute"].futures.close()
     print_table("flask_execute vs raw Celery (bench/core.py)", rows)
     left = leftover_processes()
     print(f"workers stopped; processes left behind: {left or 'none'}")
