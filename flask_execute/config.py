@@ -45,19 +45,29 @@ def celery_setting_name(key: str) -> str | None:
     return None
 
 
-def celery_settings(config: Mapping[str, Any], own_keys: Iterable[str]) -> dict[str, Any]:
+def celery_settings(
+    config: Mapping[str, Any],
+    own_keys: Iterable[str],
+    blocked_keys: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Collect every Celery setting of a Flask config, in the new spelling.
 
     :param config: the Flask config.
     :param own_keys: the extension's own keys, which are never forwarded.
+    :param blocked_keys: keys of blocked plugins, by key: the plugin's name. Never
+        forwarded either; logged as ignored, naming the plugin.
 
     An unknown ``CELERY_*`` key is logged with the closest known spelling, not
     forwarded: Celery would ignore it silently.
     """
     own = set(own_keys)
+    blocked = blocked_keys or {}
     settings: dict[str, Any] = {}
     for key, value in config.items():
         if key in own or not key.startswith(_PREFIXES):
+            continue
+        if key in blocked:
+            logger.info("Ignoring %s: its plugin %r is disabled", key, blocked[key])
             continue
         name = celery_setting_name(key)
         if name is None:

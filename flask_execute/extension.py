@@ -82,7 +82,7 @@ class Celery:
         pm.validate_config(app, app.config)
         if app.config["CELERY_TRACE_HOOKS"]:
             pm.trace_hooks()
-        settings = celery_settings(app.config, keys)
+        settings = celery_settings(app.config, keys, pm.blocked_config_keys())
         pm.configure_celery(app, settings)
         celery_app = CeleryApp(
             _main_name(app), task_cls=task_class(self.base_task), set_as_current=False

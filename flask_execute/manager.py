@@ -100,6 +100,7 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         for name, module in ESSENTIAL_PLUGINS:
             self.register(importlib.import_module(module), name=name)
+        self._blocked_defaults: list[tuple[str, str]] = []
         for name in blocked:
             if any(name == essential for essential, _ in ESSENTIAL_PLUGINS):
                 raise ConfigurationError(
@@ -108,10 +109,12 @@ class PluginManager(pluggy.PluginManager):
                 )
             self.set_blocked(name)
         for name, module in DEFAULT_PLUGINS:
-            if not self.is_blocked(name):
-                plugin = _import(name, module)
-                if plugin is not None:
-                    self.register(plugin, name=name)
+            if self.is_blocked(name):
+                self._blocked_defaults.append((name, module))
+                continue
+            plugin = _import(name, module)
+            if plugin is not None:
+                self.register(plugin, name=name)
         if load_entry_points:
             self.load_setuptools_entrypoints(NAME)
         for plugin in plugins:
@@ -149,6 +152,16 @@ class PluginManager(pluggy.PluginManager):
         for answer in reversed(self.hook.flask_execute_add_config_keys()):
             keys.update(answer)
         return keys
+
+    def blocked_config_keys(self) -> dict[str, str]:
+        """The keys the blocked default plugins would declare, by key: plugin name (so
+        that a key left in the config is reported as the blocked plugin's)."""
+        found: dict[str, str] = {}
+        for name, module in self._blocked_defaults:
+            declare = getattr(_import(name, module), "flask_execute_add_config_keys", None)
+            if callable(declare):
+                found.update(dict.fromkeys(declare(), name))
+        return found
 
     def validate_config(self, app: Flask, config: Mapping[str, Any]) -> None:
         self.hook.flask_execute_validate_config(app=app, config=config)

@@ -271,3 +271,14 @@ def test_blocking_beat(monkeypatch, tmp_path):
     )
     kinds = sorted(s.kind for s in with_beat.extensions["celery"].state().supervisor.describe())
     assert kinds == ["beat", "worker"]
+
+
+def test_a_blocked_plugins_keys_are_ignored_by_name_not_as_unknown(caplog):
+    app = app_blocking("services", "flower", CELERY_START_TIMEOUT=3, CELERY_FLOWER_PORT=1)
+    with caplog.at_level(logging.INFO, logger="flask_execute"):
+        celery = Celery(app)
+    assert "Ignoring CELERY_START_TIMEOUT: its plugin 'services' is disabled" in caplog.text
+    assert "Ignoring CELERY_FLOWER_PORT: its plugin 'flower' is disabled" in caplog.text
+    assert "unknown Celery setting" not in caplog.text
+    conf = celery.celery_app.conf
+    assert "start_timeout" not in conf and "flower_port" not in conf
