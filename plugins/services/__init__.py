@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from flask_execute.config import files_dir, require_seconds
+from flask_execute.config import require_seconds
 from flask_execute.discovery import APP_ENV, app_import_path
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
@@ -27,7 +27,7 @@ from flask_execute.processes import ServiceProcess, spawn
 from flask_execute.runtime import WORKER_ENV, AppState
 
 from .fallback import CHOICE_ENV, choose_broker
-from .supervisor import ProcessSupervisor
+from .supervisor import ProcessSupervisor, log_path
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -103,7 +103,7 @@ def flask_execute_spawn_service(app: Flask, service: Service) -> ServiceProcess:
     return spawn(
         service.name,
         ["-A", "flask_execute.celery", *argv],
-        log_path=files_dir(app) / f"{service.name}.log",
+        log_path=log_path(state, service),
         env=service_env(state, service),
         cwd=os.getcwd(),
     )

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_execute")
 
 
+def log_path(state: AppState, service: Service) -> Path:
+    """``<CELERY_LOG_DIR>/<service name>.log``."""
+    return files_dir(state.app) / f"{service.name}.log"
+
+
 class ProcessSupervisor:
     """Starts, watches and stops the local services of one application
     (a :class:`flask_execute.services.Supervisor`).
@@ -65,7 +70,7 @@ class ProcessSupervisor:
         return self.state.pm.describe_services(self.state.app)
 
     def log_path(self, service: Service) -> Path:
-        return files_dir(self.state.app) / f"{service.name}.log"
+        return log_path(self.state, service)
 
     def log_paths(self) -> dict[str, str]:
         """The log file of every described service, by name."""
