@@ -136,7 +136,8 @@ class ScheduleRegistry:
         **crontab_kwargs: Any,
     ) -> Callable[[Callable[..., Any]], RegisteredTask]:
         # A function (or a registered task) where a schedule belongs: a bare decorator.
-        if callable(schedule) and not hasattr(schedule, "is_due"):
+        # The class is asked: a registered task forwards instance attributes to its app.
+        if callable(schedule) and not hasattr(type(schedule), "is_due"):
             raise ConfigurationError(
                 "@celery.schedule needs to know when to run: write @celery.schedule(30) or "
                 "@celery.schedule(hour=0, minute=0), not a bare @celery.schedule"

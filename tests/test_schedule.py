@@ -244,6 +244,14 @@ def test_bare_decorator_and_duplicate_names_are_errors():
         def bare_task():
             return None
 
+    unbound = Celery()  # no application yet: still a clear error, not a lookup
+    with pytest.raises(ConfigurationError, match=r"not a bare @celery\.schedule"):
+
+        @unbound.schedule
+        @unbound.task
+        def bare_unbound():
+            return None
+
     @celery.schedule(5, name="dup")
     def first():
         return None
