@@ -38,7 +38,8 @@ def flask_execute_add_config_keys() -> Mapping[str, Any]:
 
 @hookimpl
 def flask_execute_validate_config(config: Mapping[str, Any]) -> None:
-    check_disabled_plugins(config["CELERY_DISABLED_PLUGINS"])
+    # CELERY_DISABLED_PLUGINS is checked earlier, by check_disabled_plugins: it decides
+    # which plugins register, so it cannot wait for this hook.
     keys = config["CELERY_SIGNING_KEYS"]
     if keys is not None and not isinstance(keys, (str, bytes, list, tuple)):
         raise ConfigurationError(
@@ -54,12 +55,10 @@ def flask_execute_validate_config(config: Mapping[str, Any]) -> None:
 
 
 def check_disabled_plugins(value: Any) -> list[str]:
-    """``CELERY_DISABLED_PLUGINS`` as a list of names; raise on any other shape."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
-        raise ConfigurationError(
-            f"CELERY_DISABLED_PLUGINS must be a list of plugin names, not {value!r}"
-        )
-    if not all(isinstance(name, str) for name in value):
+    """``CELERY_DISABLED_PLUGINS`` as a list of names; raise on any other shape (called
+    by ``init_app`` before any plugin registers)."""
+    listed = isinstance(value, (list, tuple, set, frozenset))
+    if not listed or not all(isinstance(name, str) for name in value):
         raise ConfigurationError(
             f"CELERY_DISABLED_PLUGINS must be a list of plugin names, not {value!r}"
         )

@@ -78,6 +78,7 @@ class AppState:
         self.in_worker = os.environ.get(WORKER_ENV) == "1"
         self.futures = Tracker(self)
         self._wire: Wire | None = None
+        # (answer,) once the plugins were asked: None is an answer too (services off).
         self._supervisor: tuple[Supervisor | None] | None = None
         self._prepared = False
         self._lock = threading.RLock()  # hooks run under it may start the result source
