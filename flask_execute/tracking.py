@@ -69,13 +69,6 @@ class Tracker:
         """The task ids still waiting, in submission order."""
         return list(self._pending)
 
-    def fail_pending(self, error: BaseException) -> None:
-        """Fail every Future still waiting here (e.g. local workers could not start)."""
-        for task_id in self.pending_ids():
-            future = self._pending.pop(task_id, None)
-            if future is not None:
-                future.set_exception(error)
-
     # -- the result source -------------------------------------------------------------
 
     def source(self) -> ResultSource:
