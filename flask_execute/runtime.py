@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from celery.utils import uuid
+
 from flask_execute.markers import NAME
 from flask_execute.signing import Signer, signing_keys
 from flask_execute.tracking import Tracker
@@ -46,6 +48,8 @@ class Message:
     :param kwargs: its keyword arguments (JSON-serializable).
     :param options: Celery publishing options (``queue``, ``countdown`` ...).
     :param name: the display name of the call.
+    :param task_id: the Celery task id the message is published under (a new one by
+        default), known before sending so that what travels can be bound to it.
     """
 
     task: celery.Task
@@ -53,6 +57,7 @@ class Message:
     kwargs: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    task_id: str = field(default_factory=uuid)
 
 
 class AppState:

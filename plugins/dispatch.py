@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery.utils import uuid
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
 
@@ -90,7 +89,7 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
     try:
         with celery_app.producer_or_acquire() as producer:
             for message in messages:
-                task_id = uuid()
+                task_id = message.task_id
                 future = state.pm.make_future(app, task_id, message.name)
                 tracker.track(future)
                 try:

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from celery.utils import uuid
-
 from flask_execute.markers import hookimpl
 from flask_execute.runtime import AppState
 
@@ -34,7 +32,7 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future] 
     tracker = state.futures
     futures = []
     for message in messages:
-        task_id = uuid()
+        task_id = message.task_id
         future = state.pm.make_future(app, task_id, message.name)
         tracker.track(future, listen=False)  # so current_task.update_state reaches it
         try:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +237,82 @@ def pip_install_target(source: Path, target: Path, *options: str) -> None:
         timeout=150,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((REDIS_HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the test's own, on a free port, with its own folder.
+
+    For tests that stop, pause, restart or cut Redis: never do that to the shared one.
+    Its data survive :meth:`restart` (append-only file in ``folder``).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{REDIS_HOST}:{self.port}/{db}"
+
+    def client(self, db: int = 0, **options: Any) -> redis.Redis:
+        return redis.Redis(REDIS_HOST, self.port, db=db, **options)
+
+    def start(self) -> None:
+        args = ["redis-server", "--bind", REDIS_HOST, "--port", str(self.port)]
+        args += ["--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always"]
+        args += ["--save", "", "--daemonize", "no"]
+        self.proc = spawn(args, env=test_env(), log=self.folder / "redis.log")
+
+        def answers() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError((self.folder / "redis.log").read_text())
+            try:
+                return bool(self.client(socket_connect_timeout=0.2).ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(answers, timeout=10, message=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)  # a paused server cannot exit
+            stop_process_tree(proc, timeout=5)
+
+    def restart(self, down: float = 0.0) -> None:
+        """Stop the server, stay down ``down`` seconds, start it on the same port."""
+        self.stop()
+        time.sleep(down)  # the outage itself is what the test measures, not a wait
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel, nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    """Start a :class:`PrivateRedis` for a block; always stop it."""
+    server = PrivateRedis(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
