@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures._base import (
+    CANCELLED,
     CANCELLED_AND_NOTIFIED,
     FINISHED,
     RUNNING,
@@ -46,6 +47,13 @@ class FutureOwner(Protocol):
     def run_callback(self, fn: Callable[[], None]) -> None: ...
 
     def async_result(self, task_id: str) -> AsyncResult: ...
+
+    def refresh(self, task_id: str) -> None: ...
+
+
+#: Set while done callbacks run in this thread: waiting there for callbacks (its own
+#: or those queued behind it) could never end.
+_in_callbacks = threading.local()
 
 
 def _accepts_argument(fn: Callable[..., Any]) -> bool:
@@ -82,6 +90,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._celery_state: str = states.PENDING
         self._info: Any = None
         self._progress_callbacks: list[Callable[[Future], Any]] = []
+        self._callbacks_finished = threading.Event()
         self._state = RUNNING
 
     # -- Celery's view -----------------------------------------------------------------
@@ -148,20 +157,36 @@ class Future(cf.Future):  # type: ignore[type-arg]
     def result(self, timeout: float | None = None) -> Any:
         """Wait for and return the task's result; raise its exception.
 
+        Done callbacks added before the task finished have finished too when this
+        returns (unless called from a done callback, or ``timeout`` ran out first).
+
         :raises TimeoutError: the task did not finish within ``timeout`` seconds.
         :raises concurrent.futures.CancelledError: the task was revoked.
         """
-        try:
-            return super().result(timeout)
-        except cf.TimeoutError as exc:
-            raise self._timeout(timeout) from exc.__cause__
+        self._wait(timeout)
+        return super().result(0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        """Wait for the task and return its exception, or ``None`` if it succeeded."""
-        try:
-            return super().exception(timeout)
-        except cf.TimeoutError as exc:
-            raise self._timeout(timeout) from exc.__cause__
+        """Wait for the task and return its exception, or ``None`` if it succeeded.
+
+        Done callbacks have finished when this returns, as for :meth:`result`.
+        """
+        self._wait(timeout)
+        return super().exception(0)
+
+    def _wait(self, timeout: float | None) -> None:
+        # Before reporting a timeout, read the stored state directly: a result whose
+        # pub/sub message was missed is never reported as a timeout.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            if self._state not in (CANCELLED_AND_NOTIFIED, FINISHED):
+                self._condition.wait(timeout)
+        if not self.done() and self._owner is not None:
+            self._owner.refresh(self.id)
+        if not self.done():
+            raise self._timeout(timeout)
+        if not getattr(_in_callbacks, "active", False):
+            self._callbacks_finished.wait(_remaining(deadline))
 
     def _timeout(self, timeout: float | None) -> BaseException:
         message = f"task {self.id} did not finish within {timeout} seconds (state {self.state})"
@@ -171,17 +196,24 @@ class Future(cf.Future):  # type: ignore[type-arg]
         """Call ``fn(future)`` (or ``fn()`` if it takes no argument) once, when done.
 
         The callback runs inside the Flask application context; an exception it raises
-        is logged, never lost.
+        is logged, never lost. Callbacks added before the task finished run in the
+        order added, and :meth:`result`, :meth:`exception` and ``await`` return only
+        once they have finished; one added later runs at once.
         """
-        super().add_done_callback(self._wrap_callback(fn))  # type: ignore[arg-type]
+        call = self._wrap_callback(fn)
+        with self._condition:
+            if self._state not in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
+                self._done_callbacks.append(call)  # type: ignore[arg-type]
+                return
+        self._run_callbacks([call], None)
 
     def add_progress_callback(self, fn: Callable[..., Any]) -> None:
         """Call ``fn(future)`` (or ``fn()``) on every state update before the task ends."""
-        self._progress_callbacks.append(self._wrap_callback(fn))
+        wrapped = self._wrap_callback(fn)
+        self._progress_callbacks.append(lambda _future: self._run_callbacks([wrapped], None))
 
-    def _wrap_callback(self, fn: Callable[..., Any]) -> Callable[[Future], None]:
+    def _wrap_callback(self, fn: Callable[..., Any]) -> Callable[[], None]:
         takes_future = _accepts_argument(fn)
-        owner = self._owner
 
         def call() -> None:
             try:
@@ -189,13 +221,31 @@ class Future(cf.Future):  # type: ignore[type-arg]
             except Exception:
                 logger.exception("flask_execute: callback %r of %r raised", fn, self)
 
-        def dispatch(_future: Future) -> None:
-            if owner is None:
-                call()
-            else:
-                owner.run_callback(call)
+        return call
 
-        return dispatch
+    def _invoke_callbacks(self) -> None:
+        # Called by concurrent.futures once the future is done: the callbacks run as one
+        # job, in the order added, and then mark themselves finished for result().
+        callbacks: list[Callable[[], None]] = list(self._done_callbacks)  # type: ignore[arg-type]
+        self._run_callbacks(callbacks, self._callbacks_finished)
+
+    def _run_callbacks(
+        self, callbacks: list[Callable[[], None]], finished: threading.Event | None
+    ) -> None:
+        def job() -> None:
+            _in_callbacks.active = True
+            try:
+                for callback in callbacks:
+                    callback()
+            finally:
+                _in_callbacks.active = False
+                if finished is not None:
+                    finished.set()
+
+        if not callbacks or self._owner is None:
+            job()
+        else:
+            self._owner.run_callback(job)
 
     # -- resolution, by the result source ----------------------------------------------
 
@@ -210,20 +260,33 @@ class Future(cf.Future):  # type: ignore[type-arg]
             callback(self)
 
     def set_result(self, result: Any) -> None:
-        with self._condition:
-            if self._state != RUNNING:
-                return
-            self._celery_state = states.SUCCESS
-            self._info = result
-        super().set_result(result)
+        """Finish with ``result`` (a second answer for the same task is ignored)."""
+        self._finish(states.SUCCESS, result, None)
 
     def set_exception(self, exception: BaseException | None) -> None:
+        """Finish with ``exception`` (a second answer for the same task is ignored)."""
+        self._finish(states.FAILURE, exception, exception)
+
+    def _finish(self, state: str, info: Any, exception: BaseException | None) -> None:
+        # One transition under the lock: the listener and a reader of the result key
+        # (see result()) may both answer, and only the first counts.
         with self._condition:
             if self._state != RUNNING:
                 return
-            self._celery_state = states.FAILURE
-            self._info = exception
-        super().set_exception(exception)
+            self._celery_state = state
+            self._info = info
+            if exception is None:
+                self._result = info
+            else:
+                self._exception = exception
+            self._state = FINISHED
+            for waiter in self._waiters:
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
 
 
 class FuturePool:
@@ -295,13 +358,15 @@ class FuturePool:
         return [f.result(_remaining(deadline)) for f in self.futures]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        """Wait for every task and return the first exception, or ``None``."""
+        """Wait for every task (``timeout`` bounds the whole wait) and return the
+        exception of the first one that failed, in submission order, or ``None``."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        first: BaseException | None = None
         for future in self.futures:
             exc = future.exception(_remaining(deadline))
-            if exc is not None:
-                return exc
-        return None
+            if first is None:
+                first = exc
+        return first
 
     def add_done_callback(self, fn: Callable[..., Any]) -> None:
         """Call ``fn(pool)`` (or ``fn()``) once, when every future is done."""

@@ -8,6 +8,7 @@ results, rebuilt exceptions, cancellation.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from flask_execute.runtime import AppState
 
 _ERROR_MODULE = RemoteError.__module__
+
+logger = logging.getLogger("flask_execute")
 
 
 class Tracker:
@@ -152,6 +155,24 @@ class Tracker:
     def revoke(self, task_id: str, *, terminate: bool) -> None:
         if not self.state.eager:
             self.state.celery_app.control.revoke(task_id, terminate=terminate)
+
+    def refresh(self, task_id: str) -> None:
+        """Read ``task_id``'s stored state now and deliver it, if its Future waits here.
+
+        A Future calls this before it reports a timeout: a result whose pub/sub message
+        was missed is read from its key instead. An unreachable backend leaves the
+        Future as it is (the source's own timeouts bound the read).
+        """
+        source = self._source
+        if source is None or task_id not in self._pending:
+            return
+        try:
+            meta = source.lookup(task_id)
+        except Exception as exc:
+            logger.warning("flask_execute: could not read the state of %s: %s", task_id, exc)
+            return
+        if meta is not None:
+            self.deliver(task_id, meta)
 
     def async_result(self, task_id: str) -> AsyncResult:
         return self.state.celery_app.AsyncResult(task_id)

@@ -396,3 +396,64 @@ def test_forged_result_in_redis_is_rejected(celery, m, tmp_path):
     with pytest.raises(SignatureError):
         future.result(timeout=10)
     assert not trip.exists()
+
+
+def test_done_callbacks_have_finished_when_result_returns(celery, m):
+    # The original gave this: a callback's side effect (a database row, say) is there
+    # as soon as result() returns, however long the callback takes.
+    rows: list[str] = []
+
+    def slow_insert(f):
+        threading.Event().wait(0.3)  # a slow callback: the point of the test
+        rows.append(f"row {f.result()}")
+
+    future = celery.submit(m.add, 1, 2)
+    future.add_done_callback(slow_insert)
+    future.add_done_callback(lambda: rows.append("second"))
+    assert future.result(timeout=10) == 3
+    assert rows == ["row 3", "second"]
+
+    failing = celery.submit(m.fail, "boom")
+    failing.add_done_callback(lambda f: rows.append(type(f.exception())))
+    assert isinstance(failing.exception(timeout=10), ValueError)
+    assert rows[-1] is ValueError
+
+
+def test_a_callback_may_wait_on_its_own_future(celery, m):
+    seen = []
+    future = celery.submit(m.add, 2, 2)
+    future.add_done_callback(lambda f: seen.append(f.result(timeout=5)))
+    assert future.result(timeout=10) == 4
+    assert seen == [4]
+
+
+def test_pool_exception_waits_for_every_task(celery, m):
+    pool = celery.map(m.fail, ["first"])
+    pool.add(celery.submit(m.sleep, 0.5))
+    exc = pool.exception(timeout=10)
+    assert isinstance(exc, ValueError) and str(exc) == "first"
+    assert pool.done(), "exception() returned while a task was still running"
+    assert celery.map(m.add, [1, 1]).exception(timeout=10) is None
+
+
+def test_a_stored_result_is_never_reported_as_a_timeout(celery, m, basic_app):
+    # The result is stored without the pub/sub message that normally announces it (a
+    # message missed during a reconnect): result(timeout) reads the key before it
+    # gives up.
+    future = celery.submit(m.add, 1, 2, queue="nobody-serves-this")
+    backend = celery.celery_app.backend
+    meta = {"status": states.SUCCESS, "result": 42, "task_id": future.id, "name": None}
+    key = backend.get_key_for_task(future.id)
+    backend.client.set(key, backend.encode(meta))
+    try:
+        assert future.result(timeout=0.3) == 42
+        assert future.state == states.SUCCESS
+    finally:
+        backend.client.delete(key, "nobody-serves-this")
+    stalled = celery.submit(m.add, 1, 2, queue="nobody-serves-this")
+    try:
+        with pytest.raises(TimeoutError, match=r"did not finish within 0\.2"):
+            stalled.result(timeout=0.2)
+    finally:
+        stalled.cancel()
+        backend.client.delete("nobody-serves-this")
