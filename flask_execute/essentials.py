@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flask_execute.config import require_seconds
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
 
@@ -28,6 +29,11 @@ KEYS: dict[str, Any] = {
     # Folder of the files local services write: logs, locks, beat's schedule
     # (default: <instance folder>/celery).
     "CELERY_LOG_DIR": None,
+    # Seconds a submitted call stays valid, counted from its signing or, with a
+    # countdown/eta, from when it is due (the default is result_expires' one day).
+    "CELERY_TOKEN_MAX_AGE": 24 * 60 * 60,
+    # Largest serialized call or result, in bytes.
+    "CELERY_MAX_PAYLOAD": 16 * 1024 * 1024,
 }
 
 
@@ -52,6 +58,12 @@ def flask_execute_validate_config(config: Mapping[str, Any]) -> None:
     folder = config["CELERY_LOG_DIR"]
     if folder is not None and not isinstance(folder, (str, os.PathLike)):
         raise ConfigurationError(f"CELERY_LOG_DIR must be a folder path, not {folder!r}")
+    require_seconds(config, "CELERY_TOKEN_MAX_AGE")
+    cap = config["CELERY_MAX_PAYLOAD"]
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0:
+        raise ConfigurationError(
+            f"CELERY_MAX_PAYLOAD must be a positive number of bytes, not {cap!r}"
+        )
 
 
 def check_disabled_plugins(value: Any) -> list[str]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import celery
+from celery.utils import uuid
 from flask import Flask, current_app, has_app_context
 
 from flask_execute.config import celery_settings
@@ -32,7 +33,7 @@ from flask_execute.markers import NAME
 from flask_execute.registry import TaskRegistry
 from flask_execute.runtime import AppState, Message
 from flask_execute.schedules import ScheduleRegistry
-from flask_execute.tasks import register_run_task, task_class
+from flask_execute.tasks import due_time, register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
 #: Use :meth:`~flask_execute.Celery.apply` to pass any of them to the function itself.
@@ -306,12 +307,25 @@ def _message(
     kwargs: Mapping[str, Any],
     options: Mapping[str, Any],
 ) -> Message:
-    """Pack one call of ``fn`` into a message for the run task."""
+    """Pack one call of ``fn`` into a message for the run task.
+
+    The token is bound to the message's task id and due time (``countdown``/``eta``),
+    and capped at ``CELERY_MAX_PAYLOAD``.
+    """
     if not callable(fn):
         raise TypeError(f"submit() needs a callable as its first argument, not {fn!r}")
-    token = state.wire.pack_call(fn, args, kwargs)
+    options = dict(options)
+    task_id = str(options.pop("task_id", None) or uuid())
+    token = state.wire.pack_call(
+        fn,
+        args,
+        kwargs,
+        task_id=task_id,
+        due=due_time(options.get("countdown"), options.get("eta")),
+        limit=state.app.config["CELERY_MAX_PAYLOAD"],
+    )
     name = _display_name(fn)
-    return Message(state.run_task, (token,), {}, {"shadow": name, **options}, name)
+    return Message(state.run_task, (token,), {}, {"shadow": name, **options}, name, task_id)
 
 
 def _display_name(fn: Callable[..., Any]) -> str:

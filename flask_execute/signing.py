@@ -11,18 +11,27 @@ Keys, first match wins:
    ``<instance_path>/flask_execute.key`` (mode 0600). Workers on the same machine load
    the same app and so the same file; workers on other hosts need 1. or 2.
 
-A token is itsdangerous' ``<base64 data>.<base64 signature>``: URL-safe ASCII, so it
-sits in a JSON string as is. The signature is HMAC-SHA256 under a key derived from the
-signing key and a salt naming the token's context (call, result or error, and the
+A token is ``<version>.<signed part>``, URL-safe ASCII that a JSON string carries as
+is. The version (:data:`TOKEN_VERSION`) comes first and is read before anything else,
+so a process meeting a token of another format says so instead of misreading it. The
+signed part is itsdangerous' :class:`~itsdangerous.TimestampSigner` output over
+``<claims>.<data>``: the claims name the task id the token belongs to and, for a
+message with ``countdown``/``eta``, when it is due; the timestamp is the signing time.
+The signature is HMAC-SHA256 under a key derived from the signing key and a salt naming
+the format version and the token's context (call, result or error, and the
 serializer), so a token made for one context never verifies in another.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import os
+import re
 import secrets
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,16 +45,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_execute")
 
+#: The token format this release writes and reads, first in every token. It changes
+#: whenever the format does; a token of another version is refused with a message that
+#: says so, before its signature is even checked.
+TOKEN_VERSION = "v3"
+
 # Derives our keys from SECRET_KEY and its fallbacks, so no session key ever signs a token.
 _KEY_SALT = b"flask_execute.signing.v1"
-# Prefix of every token's salt; the version changes whenever the token format does, so
-# a token of another format fails as a bad signature instead of being misread.
-_TOKEN_SALT = b"flask_execute.token.v2:"
+# Prefix of every token's salt: the version is signed too, not only written in front.
+_TOKEN_SALT = f"flask_execute.token.{TOKEN_VERSION}:".encode()
+_VERSION_LIKE = re.compile(r"v[0-9]{1,4}")
 KEY_FILE = "flask_execute.key"
 
 
-def _signer(keys: Sequence[bytes], salt: bytes) -> itsdangerous.Signer:
-    return itsdangerous.Signer(
+def _signer(keys: Sequence[bytes], salt: bytes) -> itsdangerous.TimestampSigner:
+    return itsdangerous.TimestampSigner(
         list(keys), salt=salt, key_derivation="hmac", digest_method=hashlib.sha256
     )
 
@@ -65,26 +79,79 @@ class Signer:
         # our convention (first signs) and tries the signing key first.
         self._keys = tuple(reversed(keys))
 
-    def sign(self, data: bytes, context: bytes) -> str:
-        """Return ``data`` signed for ``context``, as URL-safe ASCII text."""
-        # base64 first: the data are raw bytes (pickles), and a token must be ASCII text
-        # that a JSON string carries as is.
-        return _signer(self._keys, _TOKEN_SALT + context).sign(base64_encode(data)).decode()
+    def sign(self, data: bytes, context: bytes, *, task_id: str, due: float | None = None) -> str:
+        """Return ``data`` signed for ``context`` and task ``task_id``, as ASCII text.
 
-    def verify(self, token: str, context: bytes) -> bytes:
-        """Return the data inside ``token``; raise :exc:`SignatureError` if forged."""
+        :param due: when the task may run at the earliest (POSIX time; ``countdown`` or
+            ``eta``): a token's age counts from the later of that and its signing time.
+        """
+        claims: dict[str, Any] = {"id": task_id}
+        if due is not None:
+            claims["due"] = math.ceil(due)
+        # base64: the data are raw bytes (pickles), and a token must be ASCII text that a
+        # JSON string carries as is.
+        value = base64_encode(json.dumps(claims).encode()) + b"." + base64_encode(data)
+        signed = _signer(self._keys, _TOKEN_SALT + context).sign(value).decode()
+        return f"{TOKEN_VERSION}.{signed}"
+
+    def verify(
+        self, token: str, context: bytes, *, task_id: str, max_age: float | None = None
+    ) -> bytes:
+        """Return the data inside ``token``; raise :exc:`SignatureError` unless it is ours,
+        of this format version, made for ``task_id`` and (with ``max_age``) fresh."""
         # Whatever JSON value the broker or backend held arrives here, not only strings.
         if not isinstance(token, str) or "." not in token:
             raise SignatureError("payload is not a flask_execute signed token")
+        version, _, signed = token.partition(".")
+        if version != TOKEN_VERSION:
+            raise SignatureError(_version_message(version))
         try:
-            data = _signer(self._keys, _TOKEN_SALT + context).unsign(token)
+            value, signed_at = _signer(self._keys, _TOKEN_SALT + context).unsign(
+                signed, return_timestamp=True
+            )
         except BadSignature as exc:
             raise SignatureError(
                 "payload signature does not match: it was forged, tampered with, or signed "
                 "with another key (set CELERY_SIGNING_KEYS or SECRET_KEY identically for "
                 "the app and every worker)"
             ) from exc
-        return base64_decode(data)  # ours, since the signature matched: it decodes
+        # Ours, since the signature matched: it decodes.
+        header, _, data = value.partition(b".")
+        claims = json.loads(base64_decode(header))
+        if claims["id"] != task_id:
+            raise SignatureError(
+                f"token was made for task {claims['id']!r}, not {task_id!r}: a message or "
+                "result copied under another task id (a replay) is refused"
+            )
+        if max_age is not None:
+            # Our own check, not unsign(max_age=): itsdangerous also refuses a timestamp
+            # in the future, which clock skew between hosts would trip.
+            start = max(signed_at.timestamp(), claims.get("due", 0))
+            age = time.time() - start
+            if age > max_age:
+                raise SignatureError(
+                    f"token expired: {age:.0f}s old (counted from its signing time or, "
+                    f"for a countdown/eta, from when it was due), over "
+                    f"CELERY_TOKEN_MAX_AGE ({max_age:g}s): a replayed message, or one "
+                    "that waited too long in the queue (raise CELERY_TOKEN_MAX_AGE if "
+                    "tasks legitimately wait that long)"
+                )
+        return base64_decode(data)
+
+
+def _version_message(version: str) -> str:
+    if _VERSION_LIKE.fullmatch(version):
+        return (
+            f"token format {version} is not the format this flask_execute reads "
+            f"({TOKEN_VERSION}): the process that made it runs another flask_execute "
+            "release. Upgrade the workers and the web processes together, then submit "
+            "again; the token was not unpickled"
+        )
+    return (
+        "payload is not a flask_execute token of a known format (tokens older than "
+        f"format {TOKEN_VERSION} carry no version): upgrade the workers and the web "
+        "processes together; the payload was not unpickled"
+    )
 
 
 def signing_keys(app: Flask) -> list[bytes]:

@@ -8,12 +8,15 @@ to the extension keeps its behaviour: the class used is a subclass of both.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import celery
 from celery import states
 from celery.exceptions import Ignore, Reject, Retry
+from celery.utils.time import maybe_iso8601, maybe_make_aware
 
 from flask_execute.runtime import RUN_TASK, Message
 
@@ -88,6 +91,40 @@ class TaskMixin:
             return
         super().update_state(task_id, state, meta, **kw)  # type: ignore[misc]
 
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's ``retry``; the run task re-signs its call token for the retry, so
+        the token's age counts from the retry's due time, not the first submission."""
+        request = self.request  # type: ignore[attr-defined]
+        state: AppState | None = getattr(self.app, "flask_execute_state", None)  # type: ignore[attr-defined]
+        if self.runs_hook_itself and state is not None and args is None and request.args:
+            if eta is None and countdown is None:
+                countdown = self.default_retry_delay  # type: ignore[attr-defined]
+            due = due_time(countdown=countdown, eta=eta)
+            token = state.wire.renew_call(request.args[0], task_id=str(request.id), due=due)
+            args = (token, *request.args[1:])
+        return super().retry(  # type: ignore[misc]
+            args, kwargs, exc, throw, eta, countdown, max_retries, **options
+        )
+
+
+def due_time(countdown: float | None = None, eta: datetime | str | None = None) -> float | None:
+    """When a message sent with Celery's ``countdown`` or ``eta`` is due, as POSIX time
+    (``None``: at once). A naive ``eta`` is UTC, as Celery reads it."""
+    if countdown:
+        return time.time() + float(countdown)
+    when = maybe_iso8601(eta)
+    return None if when is None else maybe_make_aware(when).timestamp()
+
 
 _CLASSES: dict[type[celery.Task], type[celery.Task]] = {}
 
@@ -106,15 +143,21 @@ def register_run_task(state: AppState) -> celery.Task:
     """Register the task that unpacks and runs submitted functions on ``state``'s app."""
 
     def run(task: celery.Task, token: str) -> dict[str, str]:
-        wire = state.wire
-        fn, args, kwargs = wire.unpack_call(token)
+        wire, config = state.wire, state.app.config
+        # Bound to the id this message runs under (a copy re-sent under another id is
+        # refused) and to an age (a stale copy is refused), before anything is unpickled.
+        task_id = str(task.request.id)
+        max_age = config["CELERY_TOKEN_MAX_AGE"]
+        fn, args, kwargs = wire.unpack_call(token, task_id=task_id, max_age=max_age)
+        limit = config["CELERY_MAX_PAYLOAD"]
         try:
             value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **kwargs))
+            result = wire.pack_result(value, task_id=task_id, limit=limit)
         except _CONTROL_FLOW:
             raise
         except Exception as exc:
-            raise wire.pack_error(exc) from None
-        return wire.pack_result(value)
+            raise wire.pack_error(exc, task_id=task_id, limit=limit) from None
+        return result
 
     register = state.celery_app.task(
         name=RUN_TASK, bind=True, typing=False, shared=False, lazy=False, runs_hook_itself=True

@@ -105,18 +105,18 @@ class Tracker:
             return
         try:
             if status == states.SUCCESS:
-                future.set_result(self.state.wire.unpack_result(result))
+                future.set_result(self.state.wire.unpack_result(result, task_id=future.id))
                 return
-            error = self.decode_exception(result)
+            error = self.decode_exception(result, future.id)
         except Exception as exc:  # a forged result or one that cannot be rebuilt
             error = exc
         future.set_exception(error)
 
-    def decode_exception(self, result: Any) -> BaseException:
-        """Rebuild a task's exception from what the backend stored."""
+    def decode_exception(self, result: Any, task_id: str) -> BaseException:
+        """Rebuild the exception of task ``task_id`` from what the backend stored."""
         wire = self.state.wire
         if isinstance(result, RemoteError):
-            return wire.unpack_error(result)
+            return wire.unpack_error(result, task_id=task_id)
         if isinstance(result, BaseException):
             return result
         if isinstance(result, dict):
@@ -124,7 +124,8 @@ class Tracker:
                 result.get("exc_type") == "RemoteError"
                 and result.get("exc_module") == _ERROR_MODULE
             ):
-                return wire.unpack_error(RemoteError(*result.get("exc_message", ())))
+                error = RemoteError(*result.get("exc_message", ()))
+                return wire.unpack_error(error, task_id=task_id)
             exc: BaseException = self.state.celery_app.backend.exception_to_python(result)
             return exc
         return RuntimeError(f"task failed with {result!r}")

@@ -2,7 +2,9 @@
 
 Celery's task and result serializers stay JSON-only. The function with its arguments,
 and the result or exception, travel as a signed token (see :mod:`flask_execute.signing`)
-inside the JSON body. A token is verified before its bytes reach the serializer.
+inside the JSON body. A token is verified before its bytes reach the serializer: its
+format version, its signature, the task id it was made for and, for a call, its age.
+Calls and results larger than ``CELERY_MAX_PAYLOAD`` are refused when packed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ RESULT_KEY = "flask_execute"
 _CALL = b"call:"
 _RESULT = b"result:"
 _ERROR = b"error:"
+#: Characters of a message or traceback kept when an exception travels as text only.
+_TEXT_CAP = 64 * 1024
 
 
 class Wire:
@@ -33,6 +37,10 @@ class Wire:
 
     :param serializer: turns objects into bytes.
     :param signer: signs and verifies those bytes.
+
+    Every token is bound to its task id: the packing methods take the id the token is
+    for, the unpacking ones the id it is expected for. ``limit`` caps the serialized
+    size in bytes (``CELERY_MAX_PAYLOAD``); ``None`` is no cap.
     """
 
     def __init__(self, serializer: Serializer, signer: Signer) -> None:
@@ -40,26 +48,56 @@ class Wire:
         self.signer = signer
         self._name = serializer.name.encode()
 
-    def _pack(self, obj: Any, kind: bytes) -> str:
-        return self.signer.sign(self.serializer.dumps(obj), kind + self._name)
-
-    def _unpack(self, token: str, kind: bytes) -> Any:
-        return self.serializer.loads(self.signer.verify(token, kind + self._name))
+    def _unpack(self, token: str, kind: bytes, task_id: str, max_age: float | None = None) -> Any:
+        data = self.signer.verify(token, kind + self._name, task_id=task_id, max_age=max_age)
+        return self.serializer.loads(data)
 
     # -- calls -------------------------------------------------------------------------
 
     def pack_call(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        task_id: str,
+        due: float | None = None,
+        limit: int | None = None,
     ) -> str:
-        """Pack a call; raise :exc:`SerializationError` naming the part that fails."""
+        """Pack a call for task ``task_id``, due at ``due`` (POSIX time) or at once.
+
+        :raises SerializationError: a part cannot be serialized, or the call is larger
+            than ``limit``; the message names the part (and its size).
+        """
         try:
-            return self._pack((fn, args, dict(kwargs)), _CALL)
+            data = self.serializer.dumps((fn, args, dict(kwargs)))
         except Exception as exc:
             raise self._explain(fn, args, kwargs, exc) from exc
+        if limit is not None and len(data) > limit:
+            raise self._too_large(fn, args, kwargs, len(data), limit)
+        return self.signer.sign(data, _CALL + self._name, task_id=task_id, due=due)
 
-    def unpack_call(self, token: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-        fn, args, kwargs = self._unpack(token, _CALL)
+    def unpack_call(
+        self, token: str, *, task_id: str, max_age: float | None = None
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """Open a call made for ``task_id`` no longer than ``max_age`` seconds ago."""
+        fn, args, kwargs = self._unpack(token, _CALL, task_id, max_age)
         return fn, tuple(args), kwargs
+
+    def renew_call(self, token: str, *, task_id: str, due: float | None) -> str:
+        """Sign a call again, with a fresh time and a new due time (a retry); its bytes
+        are not unpickled."""
+        context = _CALL + self._name
+        data = self.signer.verify(token, context, task_id=task_id)
+        return self.signer.sign(data, context, task_id=task_id, due=due)
+
+    def _parts(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> list[tuple[str, Any]]:
+        parts: list[tuple[str, Any]] = [("the function", fn)]
+        parts += [(f"positional argument {i}", a) for i, a in enumerate(args)]
+        parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        return parts
 
     def _explain(
         self,
@@ -69,10 +107,7 @@ class Wire:
         exc: Exception,
     ) -> SerializationError:
         label = getattr(fn, "__qualname__", repr(fn))
-        parts: list[tuple[str, Any]] = [("the function", fn)]
-        parts += [(f"positional argument {i}", a) for i, a in enumerate(args)]
-        parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-        for where, value in parts:
+        for where, value in self._parts(fn, args, kwargs):
             try:
                 self.serializer.dumps(value)
             except Exception as inner:
@@ -83,40 +118,77 @@ class Wire:
                 )
         return SerializationError(f"cannot submit {label}(): {exc}")
 
+    def _too_large(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        size: int,
+        limit: int,
+    ) -> SerializationError:
+        label = getattr(fn, "__qualname__", repr(fn))
+        sizes = [(len(self.serializer.dumps(v)), w, v) for w, v in self._parts(fn, args, kwargs)]
+        largest, where, value = max(sizes, key=lambda item: item[0])
+        return SerializationError(
+            f"cannot submit {label}(): the call is {_size(size)} serialized, over "
+            f"CELERY_MAX_PAYLOAD ({limit} bytes); {where} ({_short_repr(value)}) is "
+            f"{_size(largest)}. Pass a reference (a path, a key) and load the data "
+            "inside the function, or raise CELERY_MAX_PAYLOAD."
+        )
+
     # -- results -----------------------------------------------------------------------
 
-    def pack_result(self, value: Any) -> dict[str, str]:
+    def pack_result(self, value: Any, *, task_id: str, limit: int | None = None) -> dict[str, str]:
+        """Pack the return value of task ``task_id`` as ``{RESULT_KEY: token}``."""
         try:
-            return {RESULT_KEY: self._pack(value, _RESULT)}
+            data = self.serializer.dumps(value)
         except Exception as exc:
             raise SerializationError(
                 f"the task's return value ({_short_repr(value)}) cannot be serialized with "
                 f"{self.serializer.name}: {exc}"
             ) from exc
+        if limit is not None and len(data) > limit:
+            raise SerializationError(
+                f"the task's return value ({_short_repr(value)}) is {_size(len(data))} "
+                f"serialized, over CELERY_MAX_PAYLOAD ({limit} bytes): store the data "
+                "and return a reference (a path, a key), or raise CELERY_MAX_PAYLOAD"
+            )
+        return {RESULT_KEY: self.signer.sign(data, _RESULT + self._name, task_id=task_id)}
 
-    def unpack_result(self, value: Any) -> Any:
-        """Open a result envelope; a plain JSON result (a registered task's) passes."""
+    def unpack_result(self, value: Any, *, task_id: str) -> Any:
+        """Open the result envelope of ``task_id``; a plain JSON result (a registered
+        task's) passes."""
         if isinstance(value, dict) and len(value) == 1 and RESULT_KEY in value:
-            return self._unpack(value[RESULT_KEY], _RESULT)
+            return self._unpack(value[RESULT_KEY], _RESULT, task_id)
         return value
 
     # -- exceptions --------------------------------------------------------------------
 
-    def pack_error(self, exc: BaseException) -> RemoteError:
-        """Return the :exc:`RemoteError` a task raises in place of ``exc``."""
-        tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
-        summary = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-        try:
-            self.serializer.loads(self.serializer.dumps(exc))  # must rebuild on the other side
-            token = self._pack((exc, tb), _ERROR)
-        except Exception:
-            name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-            token = self._pack((None, tb, name, str(exc)), _ERROR)
-        return RemoteError(token, summary)
+    def pack_error(
+        self, exc: BaseException, *, task_id: str, limit: int | None = None
+    ) -> RemoteError:
+        """Return the :exc:`RemoteError` task ``task_id`` raises in place of ``exc``.
 
-    def unpack_error(self, error: RemoteError) -> BaseException:
-        """Rebuild the original exception, with the worker's traceback as its cause."""
-        payload = self._unpack(error.args[0], _ERROR)
+        An exception that cannot be rebuilt on the other side, or is larger than
+        ``limit``, travels as its type name and message (cut to fit).
+        """
+        tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        summary = f"{name}: {exc}"
+        try:
+            data = self.serializer.dumps((exc, tb))
+            self.serializer.loads(self.serializer.dumps(exc))  # must rebuild on the other side
+            if limit is not None and len(data) > limit:
+                raise OverflowError
+        except Exception:
+            data = self.serializer.dumps((None, tb[-_TEXT_CAP:], name, str(exc)[:_TEXT_CAP]))
+        token = self.signer.sign(data, _ERROR + self._name, task_id=task_id)
+        return RemoteError(token, summary[:_TEXT_CAP])
+
+    def unpack_error(self, error: RemoteError, *, task_id: str) -> BaseException:
+        """Rebuild the original exception of ``task_id``, with the worker's traceback as
+        its cause."""
+        payload = self._unpack(error.args[0], _ERROR, task_id)
         exc: BaseException = payload[0] if payload[0] is not None else TaskFailed(*payload[2:])
         exc.__cause__ = RemoteTraceback(payload[1])
         return exc
@@ -144,3 +216,7 @@ def _short_repr(value: Any, limit: int = 80) -> str:
     except Exception:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"

@@ -350,7 +350,7 @@ def test_forged_message_is_rejected_by_the_worker(celery, tmp_path):
 
     trip = tmp_path / "worker-unpickled"
     forged = Wire(CloudpickleSerializer(), Signer([b"attacker"])).pack_call(
-        print, (Tripwire(str(trip)),), {}
+        print, (Tripwire(str(trip)),), {}, task_id="forged"
     )
     state = celery.state()
     celery.submit(print).result(timeout=10)  # a genuine one passes

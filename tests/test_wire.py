@@ -17,6 +17,8 @@ from flask_execute.errors import RemoteError
 from flask_execute.signing import KEY_FILE, Signer, signing_keys
 from flask_execute.wire import Wire
 
+ID = "3f1c9a52-task"
+
 
 class Tripwire:
     """Unpickling this creates a file: proof that a payload was unpickled."""
@@ -34,64 +36,66 @@ def wire(*keys: bytes) -> Wire:
 
 def test_roundtrip_of_calls_results_and_errors():
     w = wire(b"k")
-    fn, args, kwargs = w.unpack_call(w.pack_call(divmod, (7, 2), {}))
+    fn, args, kwargs = w.unpack_call(w.pack_call(divmod, (7, 2), {}, task_id=ID), task_id=ID)
     assert fn(*args, **kwargs) == (3, 1)
-    assert w.unpack_result(w.pack_result({"a": (1, 2)})) == {"a": (1, 2)}
+    assert w.unpack_result(w.pack_result({"a": (1, 2)}, task_id=ID), task_id=ID) == {"a": (1, 2)}
     try:
         raise KeyError("missing")
     except KeyError as exc:
-        rebuilt = w.unpack_error(w.pack_error(exc))
+        rebuilt = w.unpack_error(w.pack_error(exc, task_id=ID), task_id=ID)
     assert type(rebuilt) is KeyError and rebuilt.args == ("missing",)
     assert "raise KeyError" in str(rebuilt.__cause__)
 
 
 def test_forged_token_is_rejected_before_unpickling(tmp_path):
     trip = tmp_path / "unpickled"
-    forged = wire(b"attacker").pack_call(print, (Tripwire(str(trip)),), {})
-    with pytest.raises(SignatureError):
-        wire(b"ours").unpack_call(forged)
-    data, signature = wire(b"ours").pack_result(1)["flask_execute"].split(".")
+    forged = wire(b"attacker").pack_call(print, (Tripwire(str(trip)),), {}, task_id=ID)
+    with pytest.raises(SignatureError, match="does not match"):
+        wire(b"ours").unpack_call(forged, task_id=ID)
+    token = wire(b"ours").pack_result(1, task_id=ID)["flask_execute"]
+    version, claims, data, stamp, signature = token.split(".")
     raw = bytearray(base64_decode(data))
     raw[-1] ^= 1  # flip one bit of the payload, keep its genuine signature
-    tampered = {"flask_execute": f"{base64_encode(bytes(raw)).decode()}.{signature}"}
-    with pytest.raises(SignatureError):
-        wire(b"ours").unpack_result(tampered)
+    flipped = base64_encode(bytes(raw)).decode()
+    tampered = {"flask_execute": ".".join((version, claims, flipped, stamp, signature))}
+    with pytest.raises(SignatureError, match="does not match"):
+        wire(b"ours").unpack_result(tampered, task_id=ID)
     pickle = base64_encode(cloudpickle.dumps(Tripwire(str(trip)))).decode()
     zeros = base64_encode(b"\0" * 32).decode()
-    for unsigned in (pickle, f"{pickle}.", f"{pickle}.{zeros}"):
+    for unsigned in (pickle, f"{pickle}.", f"{pickle}.{zeros}", f"v3.{pickle}.{zeros}"):
         with pytest.raises(SignatureError):
-            wire(b"ours").unpack_call(unsigned)
-    for garbage in ("not base64 at all!", "a.b.c", "", None, 5, ["x.y"]):
+            wire(b"ours").unpack_call(unsigned, task_id=ID)
+    for garbage in ("not base64 at all!", "a.b.c", "v3.a.b.c", "", None, 5, ["x.y"]):
         with pytest.raises(SignatureError):
-            wire(b"ours").unpack_call(garbage)
+            wire(b"ours").unpack_call(garbage, task_id=ID)
     assert not trip.exists()
 
 
 def test_a_token_of_one_kind_is_not_accepted_as_another():
     w = wire(b"k")
-    result_token = w.pack_result(print)["flask_execute"]
+    result_token = w.pack_result(print, task_id=ID)["flask_execute"]
     with pytest.raises(SignatureError):
-        w.unpack_call(result_token)
-    call_token = w.pack_call(print, (), {})
+        w.unpack_call(result_token, task_id=ID)
+    call_token = w.pack_call(print, (), {}, task_id=ID)
     with pytest.raises(SignatureError):
-        w.unpack_result({"flask_execute": call_token})
+        w.unpack_result({"flask_execute": call_token}, task_id=ID)
     with pytest.raises(SignatureError):
-        w.unpack_error(RemoteError(call_token, "print"))
+        w.unpack_error(RemoteError(call_token, "print"), task_id=ID)
     signer = Signer([b"k"])  # the separation is the signer's, whatever the wire asks
     with pytest.raises(SignatureError):
-        signer.verify(signer.sign(b"data", b"call:x"), b"result:x")
+        signer.verify(signer.sign(b"data", b"call:x", task_id=ID), b"result:x", task_id=ID)
 
 
 def test_token_is_ascii_text_that_json_carries_as_is():
-    token = wire(b"k").pack_call(divmod, (b"\0\xff", "\u00e9"), {})
+    token = wire(b"k").pack_call(divmod, (b"\0\xff", "\u00e9"), {}, task_id=ID)
     assert token.isascii() and json.dumps(token) == f'"{token}"'
 
 
 def test_key_rotation_old_tokens_still_verify():
-    old = wire(b"old").pack_result(5)
-    assert wire(b"new", b"old").unpack_result(old) == 5
+    old = wire(b"old").pack_result(5, task_id=ID)
+    assert wire(b"new", b"old").unpack_result(old, task_id=ID) == 5
     with pytest.raises(SignatureError):
-        wire(b"old").unpack_result(wire(b"new", b"old").pack_result(6))
+        wire(b"old").unpack_result(wire(b"new", b"old").pack_result(6, task_id=ID), task_id=ID)
 
 
 def test_keys_from_config_secret_key_or_development_file(tmp_path):
@@ -117,33 +121,33 @@ def app_wire(tmp_path, **config) -> Wire:
 
 
 def test_signing_keys_rotation_first_signs_every_one_verifies(tmp_path):
-    old = app_wire(tmp_path, CELERY_SIGNING_KEYS="old").pack_result(1)
+    old = app_wire(tmp_path, CELERY_SIGNING_KEYS="old").pack_result(1, task_id=ID)
     rotating = app_wire(tmp_path, CELERY_SIGNING_KEYS=["new", "old"])
-    assert rotating.unpack_result(old) == 1
-    new = rotating.pack_result(2)
-    assert app_wire(tmp_path, CELERY_SIGNING_KEYS=["new"]).unpack_result(new) == 2
+    assert rotating.unpack_result(old, task_id=ID) == 1
+    new = rotating.pack_result(2, task_id=ID)
+    assert app_wire(tmp_path, CELERY_SIGNING_KEYS=["new"]).unpack_result(new, task_id=ID) == 2
     with pytest.raises(SignatureError):
-        app_wire(tmp_path, CELERY_SIGNING_KEYS=["old"]).unpack_result(new)
+        app_wire(tmp_path, CELERY_SIGNING_KEYS=["old"]).unpack_result(new, task_id=ID)
     with pytest.raises(SignatureError):  # the old key removed, its tokens stop verifying
-        app_wire(tmp_path, CELERY_SIGNING_KEYS=["new"]).unpack_result(old)
+        app_wire(tmp_path, CELERY_SIGNING_KEYS=["new"]).unpack_result(old, task_id=ID)
 
 
 def test_secret_key_fallbacks_verify_but_never_sign(tmp_path):
-    old = app_wire(tmp_path, SECRET_KEY="old").pack_result(1)
+    old = app_wire(tmp_path, SECRET_KEY="old").pack_result(1, task_id=ID)
     rotated = app_wire(tmp_path, SECRET_KEY="new", SECRET_KEY_FALLBACKS=["old"])
-    assert rotated.unpack_result(old) == 1
+    assert rotated.unpack_result(old, task_id=ID) == 1
     with pytest.raises(SignatureError):
-        app_wire(tmp_path, SECRET_KEY="new").unpack_result(old)
-    new = rotated.pack_result(2)
-    assert app_wire(tmp_path, SECRET_KEY="new").unpack_result(new) == 2
+        app_wire(tmp_path, SECRET_KEY="new").unpack_result(old, task_id=ID)
+    new = rotated.pack_result(2, task_id=ID)
+    assert app_wire(tmp_path, SECRET_KEY="new").unpack_result(new, task_id=ID) == 2
     with pytest.raises(SignatureError):
-        app_wire(tmp_path, SECRET_KEY="old").unpack_result(new)
+        app_wire(tmp_path, SECRET_KEY="old").unpack_result(new, task_id=ID)
     # CELERY_SIGNING_KEYS, when set, is the whole list: SECRET_KEY's fallbacks do not apply.
     explicit = app_wire(
-        tmp_path, CELERY_SIGNING_KEYS="k", SECRET_KEY="new", SECRET_KEY_FALLBACKS=["old"]
+        tmp_path, CELERY_SIGNING_KEYS="k" * 32, SECRET_KEY="new", SECRET_KEY_FALLBACKS=["old"]
     )
     with pytest.raises(SignatureError):
-        explicit.unpack_result(old)
+        explicit.unpack_result(old, task_id=ID)
 
 
 def test_derived_keys_are_never_the_secrets_and_empty_keys_are_refused(tmp_path):
@@ -168,7 +172,7 @@ def test_unserializable_argument_fails_at_submit_naming_it(broker_url, redis_db)
         CELERY_BROKER_URL=broker_url,
         CELERY_START_LOCAL_WORKERS=False,
         CELERY_DEFAULT_QUEUE="nothing-published",
-        SECRET_KEY="x",
+        SECRET_KEY="test-secret-key-of-32-bytes-or-more",
     )
     celery = Celery(app)
     lock = threading.Lock()
