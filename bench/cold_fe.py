@@ -22,7 +22,7 @@ from flask_execute import Celery  # noqa: E402
 
 app = Flask(__name__)
 app.config.update(
-    SECRET_KEY="bench-secret",
+    SECRET_KEY="bench-secret-key-of-32-bytes-or-more",
     CELERY_BROKER_URL=os.environ["FLASK_EXECUTE_BENCH_BROKER"],
     CELERY_WORKERS=1,
     CELERY_FLOWER=False,

@@ -128,7 +128,7 @@ def eager(calls: int) -> tuple[float, float]:
     from flask_execute import Celery
 
     app = Flask("bench_eager")
-    app.config.update(SECRET_KEY="bench", CELERY_ALWAYS_EAGER=True)
+    app.config.update(SECRET_KEY="bench-secret-key-of-32-bytes-or-more", CELERY_ALWAYS_EAGER=True)
     celery = Celery(app)
 
     def add(x: int, y: int) -> int:

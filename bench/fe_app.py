@@ -17,7 +17,7 @@ QUEUE = "bench_fe"
 
 app = Flask(__name__)
 app.config.update(
-    SECRET_KEY="bench-secret",
+    SECRET_KEY="bench-secret-key-of-32-bytes-or-more",
     CELERY_BROKER_URL=os.environ.get("FLASK_EXECUTE_BENCH_BROKER", "redis://127.0.0.1:6379/15"),
     CELERY_TASK_DEFAULT_QUEUE=QUEUE,
     # the benchmark starts its workers itself, with the same settings as raw Celery's

@@ -3,18 +3,21 @@
 Registered on every plugin manager and never blocked (pytest's ``essential_plugins``):
 it declares what the core itself reads, and keeps Celery's serializers JSON-only,
 because submitted functions travel as signed tokens inside the JSON body (see
-:mod:`flask_execute.wire`) and pickle must never be accepted off the wire.
+:mod:`flask_execute.wire`) and pickle must never be accepted off the wire. Once every
+plugin has contributed, it refuses dangerous or malformed settings
+(:mod:`flask_execute.settings_check`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flask_execute.config import require_seconds
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
+from flask_execute.settings_check import check_celery_settings, check_signing_keys
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -64,6 +67,7 @@ def flask_execute_validate_config(config: Mapping[str, Any]) -> None:
         raise ConfigurationError(
             f"CELERY_MAX_PAYLOAD must be a positive number of bytes, not {cap!r}"
         )
+    check_signing_keys(config)
 
 
 def check_disabled_plugins(value: Any) -> list[str]:
@@ -83,3 +87,10 @@ def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None
     settings.setdefault("result_serializer", "json")
     settings.setdefault("accept_content", ["json"])
     settings.setdefault("result_accept_content", ["json"])
+
+
+@hookimpl(wrapper=True, specname="flask_execute_configure_celery")
+def check_settings(app: Flask, settings: dict[str, Any]) -> Generator[None, None, None]:
+    # A wrapper: the check sees the settings after every plugin has contributed.
+    yield
+    check_celery_settings(app.config, settings)

@@ -149,7 +149,7 @@ def test_blocking_config(broker_url, caplog):
     assert Celery(app_blocking("config")).submit(pow, 2, 3).result(timeout=5) == 8
     # the core's own keys are never taken for Celery settings
     with caplog.at_level(logging.WARNING, logger="flask_execute"):
-        Celery(app_blocking("config", CELERY_SIGNING_KEYS="k"))
+        Celery(app_blocking("config", CELERY_SIGNING_KEYS="k" * 32))
     assert "Ignoring unknown Celery setting" not in caplog.text
     # no defaults: without a result backend, submit says so and publishes nothing
     queue = f"nobackend-{uuid.uuid4().hex[:8]}"
@@ -159,7 +159,7 @@ def test_blocking_config(broker_url, caplog):
         CELERY_DISABLED_PLUGINS=["config"],
         CELERY_START_LOCAL_WORKERS=False,
         CELERY_TASK_DEFAULT_QUEUE=queue,
-        SECRET_KEY="x",
+        SECRET_KEY="test-secret-key-of-32-bytes-or-more",
     )
     celery = Celery(app)
     assert not celery.celery_app.conf.result_backend

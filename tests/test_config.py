@@ -123,3 +123,86 @@ def test_registering_twice_is_an_error():
     app, celery = make()
     with pytest.raises(RuntimeError, match="already registered"):
         celery.init_app(app)
+
+
+LONG_KEY = "k" * 32
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "reason"),
+    [
+        ({"CELERY_ACCEPT_CONTENT": ["json", "pickle"]}, "CELERY_ACCEPT_CONTENT", "pickle"),
+        ({"CELERY_TASK_SERIALIZER": "pickle"}, "CELERY_TASK_SERIALIZER", "pickle"),
+        ({"CELERY_RESULT_SERIALIZER": "pickle"}, "CELERY_RESULT_SERIALIZER", "pickle"),
+        ({"CELERY_EVENT_SERIALIZER": "pickle"}, "CELERY_EVENT_SERIALIZER", "pickle"),
+        ({"CELERY_TASK_ACCEPT_CONTENT": ["pickle"]}, "", ""),  # unknown key: warned, ignored
+        (
+            {"CELERY_RESULT_ACCEPT_CONTENT": ["application/x-python-serialize"]},
+            "CELERY_RESULT_ACCEPT_CONTENT",
+            "x-python-serialize",
+        ),
+        ({"CELERY_ACCEPT_CONTENT": "json,pickle"}, "CELERY_ACCEPT_CONTENT", "pickle"),
+        ({"SECRET_KEY": "test-secret"}, "SECRET_KEY", "11-byte key"),
+        ({"CELERY_SIGNING_KEYS": [LONG_KEY, "old"]}, "CELERY_SIGNING_KEYS", "3-byte key"),
+        ({"SECRET_KEY": LONG_KEY, "SECRET_KEY_FALLBACKS": ["x"]}, "SECRET_KEY_FALLBACKS", "1-byte"),
+        ({"CELERY_BROKER_URL": "redis://localhost:port/0"}, "CELERY_BROKER_URL", "Port"),
+        ({"BROKER_URL": "localhost:6379"}, "BROKER_URL", "not a URL"),
+        ({"CELERY_BROKER_URL": "redis://localhost/zero"}, "CELERY_BROKER_URL", "database"),
+        ({"CELERY_BROKER_URL": "rediz://localhost"}, "CELERY_BROKER_URL", "rediz"),
+        ({"CELERY_RESULT_BACKEND": "redis://localhost:x/0"}, "CELERY_RESULT_BACKEND", "Port"),
+        ({"CELERY_RESULT_BACKEND": "rdis://localhost"}, "CELERY_RESULT_BACKEND", "rdis"),
+        (
+            {"CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": "3600"}},
+            "CELERY_BROKER_TRANSPORT_OPTIONS",
+            "visibility_timeout",
+        ),
+        ({"CELERYD_CONCURRENCY": "4"}, "CELERYD_CONCURRENCY", "'4'"),
+        ({"CELERY_WORKER_PREFETCH_MULTIPLIER": "1"}, "CELERY_WORKER_PREFETCH_MULTIPLIER", "'1'"),
+        ({"CELERY_TASK_TIME_LIMIT": "60"}, "CELERY_TASK_TIME_LIMIT", "number"),
+        ({"CELERY_TOKEN_MAX_AGE": "60"}, "CELERY_TOKEN_MAX_AGE", "seconds"),
+        ({"CELERY_MAX_PAYLOAD": 0}, "CELERY_MAX_PAYLOAD", "bytes"),
+    ],
+)
+def test_dangerous_or_malformed_settings_fail_at_init_app(config, key, reason, redis_db):
+    import redis
+
+    app = Flask(__name__)
+    app.config.update(CELERY_START_LOCAL_WORKERS=False, CELERY_DEFAULT_QUEUE="never-sent")
+    app.config.update(config)
+    if not key:  # a key Celery does not know never reaches it: nothing to refuse
+        Celery(app)
+        assert "pickle" not in app.extensions["celery"].celery_app.conf.accept_content
+        return
+    with pytest.raises(ConfigurationError, match=key) as caught:
+        Celery(app)
+    assert reason in str(caught.value)
+    assert "flask_execute" not in app.extensions and "celery" not in app.extensions
+    assert redis.Redis(host="127.0.0.1", port=6379, db=redis_db).llen("never-sent") == 0
+
+
+def test_a_setting_made_unsafe_by_a_plugin_is_named_in_both_spellings():
+    from flask_execute.markers import hookimpl
+
+    class Unsafe:
+        @hookimpl
+        def flask_execute_configure_celery(self, app, settings):
+            settings["result_serializer"] = "pickle"
+
+    app = Flask(__name__)
+    with pytest.raises(ConfigurationError, match=r"CELERY_RESULT_SERIALIZER \(result_serializer\)"):
+        Celery(app, plugins=[Unsafe()])
+
+
+def test_safe_settings_and_long_keys_pass():
+    app, celery = make(
+        SECRET_KEY=LONG_KEY,
+        SECRET_KEY_FALLBACKS=["", "o" * 32],
+        CELERY_ACCEPT_CONTENT=["json", "application/json", "msgpack"],
+        CELERY_RESULT_BACKEND="redis+socket:///tmp/redis.sock",
+        CELERY_BROKER_URL="redis://:p%40ss@localhost:6379/3;redis://other:6380/3",
+        CELERY_BROKER_TRANSPORT_OPTIONS={"visibility_timeout": 3600, "sep": ":"},
+        CELERYD_CONCURRENCY=4,
+    )
+    assert celery.celery_app.conf.worker_concurrency == 4
+    assert app.config["CELERY_TOKEN_MAX_AGE"] == 86400
+    assert app.config["CELERY_MAX_PAYLOAD"] == 16 * 2**20

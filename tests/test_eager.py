@@ -16,7 +16,13 @@ CLOSED_BROKER = "redis://127.0.0.1:1/0"  # nothing listens: eager mode must not 
 @pytest.fixture(params=["CELERY_ALWAYS_EAGER", "CELERY_TASK_ALWAYS_EAGER"])
 def celery(request):
     app = Flask("eager-app")
-    app.config.update({request.param: True, "CELERY_BROKER_URL": CLOSED_BROKER, "SECRET_KEY": "x"})
+    app.config.update(
+        {
+            request.param: True,
+            "CELERY_BROKER_URL": CLOSED_BROKER,
+            "SECRET_KEY": "test-secret-key-of-32-bytes-or-more",
+        }
+    )
     return Celery(app)
 
 

@@ -240,7 +240,7 @@ def test_hook_make_result_source(basic_app, basic_worker):
         CELERY_BROKER_URL=basic_app.app.config["CELERY_BROKER_URL"],
         CELERY_TASK_DEFAULT_QUEUE="basic",
         CELERY_START_LOCAL_WORKERS=False,
-        SECRET_KEY="test-secret",
+        SECRET_KEY="test-secret-key-of-32-bytes-or-more",
     )
     celery = Celery(app, plugins=[Plugin()])
     future = celery.submit(basic_app.add, 2, 3)

@@ -168,7 +168,7 @@ def test_factory_app_tasks_bind_at_init_app_and_run_on_its_worker(factory_app, f
 def _eager_app(**config):
     app = Flask(f"eager_{uuid.uuid4().hex[:6]}")
     app.config.update(
-        SECRET_KEY="s",
+        SECRET_KEY="test-secret-key-of-32-bytes-or-more",
         CELERY_ALWAYS_EAGER=True,
         CELERY_BROKER_URL="memory://",
         CELERY_RESULT_BACKEND="cache+memory://",

@@ -36,7 +36,9 @@ EVERY_SECOND = "tests.apps.sched_app.every_second"
 
 def _app(**config):
     app = Flask(f"sched_{uuid.uuid4().hex[:6]}")
-    app.config.update({"SECRET_KEY": "s", "CELERY_ALWAYS_EAGER": True, **config})
+    app.config.update(
+        {"SECRET_KEY": "test-secret-key-of-32-bytes-or-more", "CELERY_ALWAYS_EAGER": True, **config}
+    )
     return app
 
 

@@ -442,7 +442,7 @@ def test_polling_source_delivers_every_progress_update(tmp_path):
         CELERY_BROKER_URL="memory://",
         CELERY_RESULT_BACKEND=f"file://{tmp_path / 'results'}",
         CELERY_START_LOCAL_WORKERS=False,
-        SECRET_KEY="x",
+        SECRET_KEY="test-secret-key-of-32-bytes-or-more",
     )
     (tmp_path / "results").mkdir()
     celery = Celery(app)

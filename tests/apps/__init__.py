@@ -11,7 +11,7 @@ def worker_app_config(queue: str, marker: str) -> dict[str, Any]:
     broker, no local services, and a queue of its own, so its workers never take
     another test's messages."""
     return {
-        "SECRET_KEY": "test-secret",
+        "SECRET_KEY": "test-secret-key-of-32-bytes-or-more",
         "CELERY_BROKER_URL": os.environ.get(
             "FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"
         ),

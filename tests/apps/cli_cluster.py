@@ -10,7 +10,7 @@ from flask_execute import Celery
 
 app = Flask(__name__)
 app.config.update(
-    SECRET_KEY="test-secret",
+    SECRET_KEY="test-secret-key-of-32-bytes-or-more",
     CELERY_BROKER_URL=os.environ.get("FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
     CELERY_START_LOCAL_WORKERS=False,
     CELERY_WORKERS={"clicluster": {"queues": ["cli-cluster"], "concurrency": 1}},

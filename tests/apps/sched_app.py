@@ -16,7 +16,7 @@ from flask_execute import Celery
 env = os.environ.get
 app = Flask(__name__)
 app.config.update(
-    SECRET_KEY="test-secret",
+    SECRET_KEY="test-secret-key-of-32-bytes-or-more",
     CELERY_BROKER_URL=env("FLASK_EXECUTE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
     CELERY_START_LOCAL_WORKERS=False,
     CELERY_FLOWER=False,

@@ -17,7 +17,7 @@ from flask_execute import Celery
 def create_app() -> Flask:
     app = Flask(__name__, instance_path=os.environ.get("SVC_INSTANCE") or None)
     app.config.update(
-        SECRET_KEY="services-secret",
+        SECRET_KEY="services-secret-key-of-32-bytes-or-more",
         CELERY_BROKER_URL=os.environ["FLASK_EXECUTE_TEST_BROKER"],
         CELERY_TASK_DEFAULT_QUEUE=os.environ.get("SVC_QUEUE", "svc"),
         CELERY_FLOWER=False,

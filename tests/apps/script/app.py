@@ -9,7 +9,7 @@ from flask_execute import Celery
 
 app = Flask(__name__)
 app.config.update(
-    SECRET_KEY="script-secret",
+    SECRET_KEY="script-secret-key-of-32-bytes-or-more",
     CELERY_BROKER_URL=os.environ["FLASK_EXECUTE_TEST_BROKER"],
     CELERY_START_LOCAL_WORKERS=False,
     CELERY_FLOWER=False,
