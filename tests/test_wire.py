@@ -185,3 +185,66 @@ def test_unserializable_argument_fails_at_submit_naming_it(broker_url, redis_db)
     client = redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
     assert client.llen("nothing-published") == 0
     assert celery.state().futures.pending_ids() == []
+
+
+def test_every_token_is_bound_to_its_task_id(tmp_path):
+    trip = tmp_path / "unpickled"
+    w = wire(b"k")
+    call = w.pack_call(print, (Tripwire(str(trip)),), {}, task_id=ID)
+    result = w.pack_result(Tripwire(str(trip)), task_id=ID)
+    error = w.pack_error(ValueError("boom"), task_id=ID)
+    for refused in (
+        lambda: w.unpack_call(call, task_id="other"),
+        lambda: w.unpack_result(result, task_id="other"),
+        lambda: w.unpack_error(error, task_id="other"),
+    ):
+        with pytest.raises(SignatureError, match=f"made for task {ID!r}, not 'other'"):
+            refused()
+    assert not trip.exists()
+    assert isinstance(w.unpack_error(error, task_id=ID), ValueError)
+
+
+def test_a_call_expires_counting_from_signing_or_from_when_it_is_due(monkeypatch):
+    import time
+
+    w, clock = wire(b"k"), [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    now = w.pack_call(abs, (-1,), {}, task_id=ID)
+    later = w.pack_call(abs, (-2,), {}, task_id=ID, due=clock[0] + 100)
+    result = w.pack_result(3, task_id=ID)
+    clock[0] += 60
+    assert w.unpack_call(now, task_id=ID, max_age=60)[1] == (-1,)
+    clock[0] += 1.5
+    with pytest.raises(
+        SignatureError, match=r"token expired: 62s old.*CELERY_TOKEN_MAX_AGE \(60s\)"
+    ):
+        w.unpack_call(now, task_id=ID, max_age=60)
+    assert w.unpack_call(now, task_id=ID)[1] == (-1,)  # no max age, no expiry
+    clock[0] += 100  # 161.5s after signing, 61.5s after it was due
+    with pytest.raises(SignatureError, match="token expired: 62s old"):
+        w.unpack_call(later, task_id=ID, max_age=60)
+    assert w.unpack_call(later, task_id=ID, max_age=62)[1] == (-2,)
+    assert w.unpack_result(result, task_id=ID) == 3  # results never expire this way
+    renewed = w.renew_call(now, task_id=ID, due=None)  # a retry: signed again, now
+    assert w.unpack_call(renewed, task_id=ID, max_age=1)[1] == (-1,)
+    with pytest.raises(SignatureError, match="made for task"):
+        w.renew_call(now, task_id="other", due=None)
+
+
+def test_the_version_comes_first_and_an_unknown_one_is_named(tmp_path):
+    trip = tmp_path / "unpickled"
+    w = wire(b"k")
+    token = w.pack_call(print, (Tripwire(str(trip)),), {}, task_id=ID)
+    version, _, rest = token.partition(".")
+    assert version == "v3"
+    with pytest.raises(SignatureError, match=r"token format v4 is not .* reads \(v3\)"):
+        w.unpack_call(f"v4.{rest}", task_id=ID)
+    with pytest.raises(SignatureError, match="Upgrade the workers and the web processes"):
+        w.unpack_call(f"v2.{rest}", task_id=ID)
+    with pytest.raises(SignatureError, match="no version"):
+        w.unpack_call(rest, task_id=ID)  # the pre-v3 layout: no version in front
+    signed, _, signature = rest.rpartition(".")
+    forged = ("B" if signature[0] == "A" else "A") + signature[1:]
+    with pytest.raises(SignatureError, match="does not match"):
+        w.unpack_call(f"v3.{signed}.{forged}", task_id=ID)
+    assert not trip.exists()
