@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ExecuteError(Exception):
     """Base class of every error raised by flask_execute itself."""
@@ -25,7 +27,31 @@ class SignatureError(ExecuteError):
 
 
 class BrokerUnavailable(ExecuteError, ConnectionError):
-    """The broker could not be reached within ``CELERY_SUBMIT_TIMEOUT``."""
+    """The broker (or the result backend) did not answer within
+    ``CELERY_SUBMIT_TIMEOUT``.
+
+    The message says whether anything may still arrive. When ``may_arrive`` is true a
+    message was handed to the broker without a confirmation: it may run. Its Future is
+    kept, so ``celery.get(task_id)`` waits for it and ``celery.get(task_id).cancel()``
+    revokes it.
+
+    :ivar task_ids: the task ids of every call of the failed ``submit``/``map``.
+    :ivar may_arrive: whether any of them may still run.
+    :ivar maybe_sent: those that may still run (published before the failure, or left
+        unconfirmed by it); empty when nothing was published.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_ids: Sequence[str] = (),
+        maybe_sent: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.task_ids = tuple(task_ids)
+        self.maybe_sent = tuple(maybe_sent)
+        self.may_arrive = bool(self.maybe_sent)
 
 
 class UnknownTaskError(ExecuteError, LookupError):
