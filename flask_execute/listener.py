@@ -117,7 +117,8 @@ class RedisResultSource(_ThreadedSource):
     def start(self) -> None:
         self._spawn()
         if not self._ready.wait(self.timeout) or self._error is not None:
-            self.stop()
+            # Not joined: the thread ends by itself, its socket operations are bounded.
+            self._stop.set()
             url = self.backend.as_uri()
             raise BrokerUnavailable(
                 f"cannot subscribe to the result backend at {url} within {self.timeout}s "
@@ -157,18 +158,13 @@ class RedisResultSource(_ThreadedSource):
                 logger.warning("flask_execute: could not record submitted tasks: %s", exc)
 
     def _run(self) -> None:
-        pattern = self.prefix + b"*"
         offset = len(self.prefix)
         pubsub = None
         backoff = 0.1
         while not self._stop.is_set():
             try:
                 if pubsub is None:
-                    pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.psubscribe(pattern)
-                    # The subscription is confirmed by the first reply; only then may
-                    # senders rely on it.
-                    pubsub.get_message(timeout=self.timeout)
+                    pubsub = self._subscribe()
                     if self._ready.is_set():
                         self._resync()
                     self._ready.set()
@@ -193,6 +189,23 @@ class RedisResultSource(_ThreadedSource):
                 backoff = min(backoff * 2, 2.0)
         if pubsub is not None:
             pubsub.close()
+
+    def _subscribe(self) -> Any:
+        # Senders may rely on the subscription only once Redis confirmed it. Every step
+        # is bounded: the backend's socket timeouts, then ``timeout`` for the reply.
+        pubsub = self.client.pubsub()
+        try:
+            pubsub.psubscribe(self.prefix + b"*")
+            deadline = time.monotonic() + self.timeout
+            while (left := deadline - time.monotonic()) > 0:
+                reply = pubsub.get_message(timeout=left)
+                if reply is not None and reply["type"] == "psubscribe":
+                    return pubsub
+            raise TimeoutError(f"Redis did not confirm the subscription within {self.timeout}s")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+            raise
 
     def _resync(self) -> None:
         # Results published while we were disconnected were missed: read them instead.
