@@ -4,6 +4,11 @@ Without ``CELERY_BROKER_URL`` the broker is Redis on localhost (the ``services``
 plugin may have chosen the filesystem fallback first); a Redis broker is also the
 result backend unless ``CELERY_RESULT_BACKEND`` says otherwise.
 
+It also sets how the broker and the backend live through faults: results are written
+through a short outage of the backend, and a Redis broker gives the messages a killed
+worker held to another worker after :data:`VISIBILITY_TIMEOUT` (see "Broker and backend
+faults" in the services documentation).
+
 Blocked, nothing is defaulted: configure ``CELERY_BROKER_URL`` and
 ``CELERY_RESULT_BACKEND`` yourself (``init_app`` says so when the backend is missing).
 """
@@ -20,11 +25,33 @@ if TYPE_CHECKING:
 #: The broker when the config names none.
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 
+#: Seconds a Redis broker waits for a delivered message's acknowledgement before it
+#: gives the message to another worker (kombu's default is an hour). It must exceed the
+#: longest countdown/eta in use, Celery's own retry delays (``retry_backoff_max`` is
+#: 600 s) and, with ``acks_late``, the longest task, or that work runs twice.
+VISIBILITY_TIMEOUT = 900
+
+#: Seconds between two sweeps of a worker for messages past the visibility timeout.
+RESTORE_INTERVAL = 10
+
 
 @hookimpl(trylast=True)
 def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None:
     broker = str(settings.setdefault("broker_url", DEFAULT_BROKER_URL))
     if broker.startswith(("redis://", "rediss://", "unix://")):
         settings.setdefault("result_backend", broker)
+    if broker.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        transport = dict(settings.get("broker_transport_options") or {})
+        transport.setdefault("visibility_timeout", VISIBILITY_TIMEOUT)
+        transport.setdefault("unacked_restore_interval", RESTORE_INTERVAL)
+        # kombu scans only every tenth sweep by default: ~100 s between scans.
+        transport.setdefault("unacked_restore_throttle", 1)
+        settings["broker_transport_options"] = transport
     settings.setdefault("broker_connection_retry_on_startup", True)
     settings.setdefault("redis_backend_health_check_interval", 30)
+    # A result written while the backend restarts is retried (about a minute, with
+    # backoff), instead of turning finished work into FAILURE(ConnectionError).
+    settings.setdefault("result_backend_always_retry", True)
+    settings.setdefault("result_backend_max_retries", 30)
+    settings.setdefault("result_backend_base_sleep_between_retries_ms", 100)
+    settings.setdefault("result_backend_max_sleep_between_retries_ms", 5000)
