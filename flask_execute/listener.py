@@ -46,6 +46,10 @@ class ResultSource(Protocol):
     def submitted(self, task_id: str, name: str | None) -> None:
         """A new task is about to be published: watch it and record that it exists."""
 
+    def withdrawn(self, task_id: str) -> None:
+        """A task announced by :meth:`submitted` was never published: erase the record
+        that it exists, so that nobody waits for it."""
+
     def watch(self, task_id: str) -> None:
         """Watch an existing task, delivering its current state if it has one."""
 
@@ -110,7 +114,8 @@ class RedisResultSource(_ThreadedSource):
         self.client = self.backend.client
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._markers: queue.SimpleQueue[tuple[str, str | None]] = queue.SimpleQueue()
+        # (task id, name, whether it exists): a marker to write, or one to erase.
+        self._markers: queue.SimpleQueue[tuple[str, str | None, bool]] = queue.SimpleQueue()
         expires = self.backend.expires
         self._expires = int(expires) if expires else None
 
@@ -130,10 +135,14 @@ class RedisResultSource(_ThreadedSource):
 
     def stop(self) -> None:
         super().stop()
-        self._markers.put(("", None))
+        self._markers.put(("", None, False))
 
     def submitted(self, task_id: str, name: str | None) -> None:
-        self._markers.put((task_id, name))
+        self._markers.put((task_id, name, True))
+
+    def withdrawn(self, task_id: str) -> None:
+        # Queued behind its marker, so the erase follows the write.
+        self._markers.put((task_id, None, False))
 
     def _write_markers(self) -> None:
         # Records each submitted id as PENDING (SET NX: never over a stored result), off
@@ -147,11 +156,15 @@ class RedisResultSource(_ThreadedSource):
             self._stop.wait(MARKER_LINGER)
             while not self._markers.empty() and len(batch) < 5000:
                 batch.append(self._markers.get())
-            for task_id, name in batch:
+            for task_id, name, exists in batch:
                 if not task_id:
                     continue
+                key = self.prefix + task_id.encode()
+                if not exists:
+                    pipe.delete(key)
+                    continue
                 meta = {"status": states.PENDING, "result": None, "task_id": task_id, "name": name}
-                pipe.set(self.prefix + task_id.encode(), encode(meta), nx=True, ex=self._expires)
+                pipe.set(key, encode(meta), nx=True, ex=self._expires)
             try:
                 pipe.execute()
             except Exception as exc:  # the markers are a convenience; results still flow
@@ -230,6 +243,9 @@ class PollingResultSource(_ThreadedSource):
     def submitted(self, task_id: str, name: str | None) -> None:
         # Stored before the task is published, so it can never overwrite the result.
         self.backend.store_result(task_id, None, states.PENDING, request=None)
+
+    def withdrawn(self, task_id: str) -> None:
+        self.backend.forget(task_id)
 
     def lookup(self, task_id: str) -> Mapping[str, Any] | None:
         meta: Mapping[str, Any] = self.backend.get_task_meta(task_id)

@@ -61,8 +61,19 @@ class Tracker:
             source.submitted(future.id, future.name)
 
     def untrack(self, task_id: str) -> None:
-        """Forget ``task_id`` (its message was never published)."""
+        """Stop waiting for ``task_id`` here (a task run in this process, say)."""
         self._pending.pop(task_id, None)
+
+    def withdraw(self, task_id: str) -> None:
+        """Forget ``task_id``, whose message was never published, here and in the
+        backend: no process is left waiting for it."""
+        self._pending.pop(task_id, None)
+        source = self._source
+        if source is not None:
+            try:
+                source.withdrawn(task_id)
+            except Exception as exc:  # the backend is down too: the record expires
+                logger.warning("flask_execute: could not withdraw %s: %s", task_id, exc)
 
     def is_pending(self, task_id: str) -> bool:
         """Whether a Future of this process waits for ``task_id``."""

@@ -148,7 +148,7 @@ def _send_one(state: AppState, producer: Producer, message: Message, deadline: _
         if deadline.publishing:  # failed without a retry (none left, or none allowed)
             deadline.landed = _may_have_landed(exc)
         if not deadline.landed:
-            state.futures.untrack(task_id)
+            state.futures.withdraw(task_id)
         raise
     finally:
         deadline.publishing = False

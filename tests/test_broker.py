@@ -11,7 +11,8 @@ import time
 import pytest
 from flask import Flask
 
-from flask_execute import BrokerUnavailable, Celery
+from flask_execute import BrokerUnavailable, Celery, UnknownTaskError
+from tests.helpers import wait_for
 
 
 @pytest.mark.timeout(30)
@@ -34,6 +35,18 @@ def test_unreachable_broker_fails_within_the_bound(broker_url):
     (task_id,) = info.value.task_ids
     assert f"nothing was published (task id {task_id})" in str(info.value)
     assert celery.state().futures.pending_ids() == []
+    # Nor is any record of it left in the backend for another process to wait on: the
+    # PENDING marker written as it was sent is erased. A marker queued after the
+    # failure shows that the writer is past it.
+    source = celery.state().futures.source()
+    backend = celery.celery_app.backend
+    source.submitted("sentinel-" + task_id, None)
+    sentinel = backend.get_key_for_task("sentinel-" + task_id)
+    wait_for(lambda: backend.client.exists(sentinel), timeout=5, message="marker writer")
+    backend.client.delete(sentinel)
+    assert not backend.client.exists(backend.get_key_for_task(task_id))
+    with pytest.raises(UnknownTaskError):
+        celery.get(task_id)
 
 
 @pytest.mark.timeout(30)

@@ -216,6 +216,9 @@ class RecordingSource:
     def submitted(self, task_id, name):
         self.watched.append(task_id)
 
+    def withdrawn(self, task_id):
+        self.watched.remove(task_id)
+
     def watch(self, task_id):
         self.watched.append(task_id)
 
