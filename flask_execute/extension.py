@@ -218,10 +218,15 @@ class Celery:
         supervisor.start(timeout)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop every local service this process started.
+        """Stop every local service this process started, gracefully first.
 
-        :param timeout: seconds they get to exit after SIGTERM before SIGKILL
-            (default ``CELERY_START_TIMEOUT``).
+        Workers finish their running tasks and give their prefetched ones back to the
+        queue (Celery's warm shutdown). Tasks still running after ``timeout`` are
+        cancelled (cold shutdown): ``acks_late`` ones go back to the queue, others fail
+        with ``WorkerLostError``; whatever is left a few seconds later is killed.
+
+        :param timeout: seconds running tasks get to finish (default
+            ``CELERY_STOP_TIMEOUT``).
         """
         supervisor = self.state().supervisor
         if supervisor is not None:

@@ -2,17 +2,25 @@
 
 Usage (by :mod:`flask_execute.processes`, never by hand)::
 
-    python -m flask_execute.launch LIFELINE_FD READY_FD GRACE -- <celery arguments>
+    python -m flask_execute.launch LIFELINE_FD READY_FD TIMEOUT COLD -- <celery arguments>
 
-Before handing over to Celery's own command line in this very process, it
+Before handing over to Celery's own command line in this very process (which so is the
+Celery main process), it
 
 * watches the *lifeline*: the read end of a pipe whose write end only the Flask process
   holds. When that process dies, however hard (SIGKILL included), the pipe reports
-  end-of-file and the whole process group of the service (the Celery main process and
-  its pool children) gets SIGTERM, then SIGKILL after ``GRACE`` seconds;
+  end-of-file and the service stops itself in the stages of
+  :func:`flask_execute.processes.stop_all`: SIGTERM to this process (a worker's warm
+  shutdown: running tasks finish), after ``TIMEOUT`` seconds SIGQUIT (a worker's cold
+  shutdown: ``acks_late`` tasks go back to the queue) unless ``COLD`` is ``-``, and
+  after ``COLD`` more seconds SIGKILL to the whole process group;
 * reports readiness: on Celery's ``worker_ready`` or ``beat_init`` signal one byte is
   written to ``READY_FD``, so the Flask process knows at once, with no polling of the
-  broker, that the service is serving.
+  broker, that the service is serving;
+* fails, with :exc:`~celery.exceptions.WorkerLostError`, a task without ``acks_late``
+  that a cold shutdown cancels. Celery records such a task as ``RETRY`` although
+  nothing will retry it (its message was acknowledged when it started), which would
+  leave its Future waiting forever.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import time
 from typing import Any
 
 
-def _watch_lifeline(fd: int, grace: float) -> None:
+def _watch_lifeline(fd: int, timeout: float, cold: float | None) -> None:
     def watch() -> None:
         while True:
             try:
@@ -35,13 +43,17 @@ def _watch_lifeline(fd: int, grace: float) -> None:
                 continue
             except OSError:
                 break
-        # The Flask process is gone: nobody else will stop us.
-        group = os.getpgid(0)
-        os.killpg(group, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(group, signal.SIGKILL)
+        # The Flask process is gone: nobody else will stop us. Each signal goes to the
+        # main thread, where Celery's handlers run and its event loop waits; this
+        # thread ends with the process, whichever stage finishes it.
+        main = threading.main_thread().ident
+        assert main is not None
+        signal.pthread_kill(main, signal.SIGTERM)
+        time.sleep(timeout)
+        if cold is not None:
+            signal.pthread_kill(main, signal.SIGQUIT)
+            time.sleep(cold)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
     threading.Thread(target=watch, name="flask_execute-lifeline", daemon=True).start()
 
@@ -63,17 +75,45 @@ def _report_ready(fd: int) -> None:
     signals.beat_init.connect(ready, weak=False)
 
 
+def _fail_cancelled_tasks() -> None:
+    from celery import signals
+    from celery.exceptions import WorkerLostError
+
+    main = os.getpid()
+
+    def cancelled(
+        sender: Any = None, request: Any = None, einfo: Any = None, **kwargs: Any
+    ) -> None:
+        # Only the main process cancels (Request.cancel), and unlike a task's own retry
+        # it sends task_retry without a reason; pool children inherit this receiver.
+        if os.getpid() != main or "reason" in kwargs or einfo is not None or request is None:
+            return
+        if getattr(sender, "acks_late", True):
+            return  # never acknowledged: the broker delivers the message again
+        error = WorkerLostError(
+            "the worker was shut down while the task ran; without acks_late its message "
+            "was acknowledged when it started, so it does not run again"
+        )
+        sender.backend.mark_as_failure(request.id, error, request=request)
+
+    signals.task_retry.connect(cancelled, weak=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Set up the lifeline and the ready signal, then run Celery's command line."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 4 or args[3] != "--":
-        raise SystemExit("usage: python -m flask_execute.launch LIFELINE READY GRACE -- ARGS")
-    lifeline, ready, grace = int(args[0]), int(args[1]), float(args[2])
+    if len(args) < 5 or args[4] != "--":
+        raise SystemExit(
+            "usage: python -m flask_execute.launch LIFELINE READY TIMEOUT COLD -- ARGS"
+        )
+    lifeline, ready, timeout = int(args[0]), int(args[1]), float(args[2])
+    cold = None if args[3] == "-" else float(args[3])
     if lifeline >= 0:
-        _watch_lifeline(lifeline, grace)
+        _watch_lifeline(lifeline, timeout, cold)
     if ready >= 0:
         _report_ready(ready)
-    sys.argv = ["celery", *args[4:]]
+    _fail_cancelled_tasks()
+    sys.argv = ["celery", *args[5:]]
     from celery.__main__ import main as celery_main
 
     celery_main()

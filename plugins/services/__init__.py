@@ -1,7 +1,8 @@
 """Default plugin ``services``: local services that start themselves in development.
 
 Owns the keys of local services (``CELERY_START_LOCAL_WORKERS``,
-``CELERY_START_TIMEOUT``, ``CELERY_LOG_LEVEL``) and their machinery: the
+``CELERY_START_TIMEOUT``, ``CELERY_STOP_TIMEOUT``, ``CELERY_LOG_LEVEL``) and their
+machinery: the
 :class:`~flask_execute.plugins.services.supervisor.ProcessSupervisor` (start on the first
 send, readiness, one set per host, stop at exit), spawning each service with the
 running interpreter tied to this process by a lifeline, and the development broker
@@ -23,7 +24,7 @@ from flask_execute.config import require_seconds
 from flask_execute.discovery import APP_ENV, app_import_path
 from flask_execute.errors import ConfigurationError
 from flask_execute.markers import hookimpl
-from flask_execute.processes import ServiceProcess, spawn
+from flask_execute.processes import COLD_GRACE, ServiceProcess, spawn
 from flask_execute.runtime import WORKER_ENV, AppState
 
 from .fallback import CHOICE_ENV, choose_broker
@@ -39,8 +40,10 @@ logger = logging.getLogger("flask_execute")
 KEYS: dict[str, Any] = {
     # Start the local services on the first submit (never in eager mode).
     "CELERY_START_LOCAL_WORKERS": True,
-    # Seconds to wait for local services to be ready (and to stop).
+    # Seconds to wait for local services to be ready.
     "CELERY_START_TIMEOUT": 10.0,
+    # Seconds the running tasks of local workers get to finish when they are stopped.
+    "CELERY_STOP_TIMEOUT": 10.0,
     # Log level of every local service (and of `flask celery worker|beat`).
     "CELERY_LOG_LEVEL": "info",
 }
@@ -58,7 +61,7 @@ def flask_execute_add_config_keys() -> Mapping[str, Any]:
 
 @hookimpl
 def flask_execute_validate_config(config: Mapping[str, Any]) -> None:
-    require_seconds(config, "CELERY_START_TIMEOUT")
+    require_seconds(config, "CELERY_START_TIMEOUT", "CELERY_STOP_TIMEOUT")
     level = config["CELERY_LOG_LEVEL"]
     if not isinstance(level, str) or level.lower() not in _LEVELS:
         raise ConfigurationError(
@@ -100,12 +103,20 @@ def flask_execute_spawn_service(app: Flask, service: Service) -> ServiceProcess:
     given = any(a in ("-l", "--loglevel") or a.startswith("--loglevel=") for a in argv)
     if service.kind in _LOGGING_KINDS and not given:
         argv.append(f"--loglevel={app.config['CELERY_LOG_LEVEL']}")
+    cold_grace = None
+    if service.kind == "worker":
+        # A soft shutdown the user configured runs first within the cold shutdown.
+        soft = float(state.celery_app.conf.worker_soft_shutdown_timeout or 0.0)
+        cold_grace = COLD_GRACE + soft
     return spawn(
         service.name,
         ["-A", "flask_execute.celery", *argv],
         log_path=log_path(state, service),
         env=service_env(state, service),
         cwd=os.getcwd(),
+        kind=service.kind,
+        stop_timeout=float(app.config["CELERY_STOP_TIMEOUT"]),
+        cold_grace=cold_grace,
     )
 
 

@@ -63,7 +63,13 @@ class ProcessSupervisor:
 
     @property
     def timeout(self) -> float:
+        """Seconds services get to be ready (``CELERY_START_TIMEOUT``)."""
         return float(self.state.app.config["CELERY_START_TIMEOUT"])
+
+    @property
+    def stop_timeout(self) -> float:
+        """Seconds running tasks get to finish on a stop (``CELERY_STOP_TIMEOUT``)."""
+        return float(self.state.app.config["CELERY_STOP_TIMEOUT"])
 
     def describe(self) -> list[Service]:
         """The services the plugins contribute for this application."""
@@ -270,12 +276,16 @@ class ProcessSupervisor:
     # -- stopping and status -----------------------------------------------------------
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop every service this process started and give up the host lock."""
+        """Stop every service this process started and give up the host lock.
+
+        :param timeout: seconds running tasks get to finish (default
+            ``CELERY_STOP_TIMEOUT``); see :func:`~flask_execute.processes.stop_all`.
+        """
         with self._lock:
             self._closing = True
             processes = list(self.processes.values())
             self.processes.clear()
-            stop_all(processes, self.timeout if timeout is None else timeout)
+            stop_all(processes, self.stop_timeout if timeout is None else timeout)
             self._release_host_lock()
             self.state.reset_prepared()
 
@@ -333,7 +343,7 @@ def _stop_at_exit() -> None:
     for supervisor in list(_SUPERVISORS):
         if supervisor.processes:
             with contextlib.suppress(Exception):
-                supervisor.stop(min(supervisor.timeout, 10.0))
+                supervisor.stop()
 
 
 def _reset_after_fork() -> None:
