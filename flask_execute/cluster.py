@@ -1,7 +1,9 @@
 """``flask celery cluster``: every configured local service in the foreground.
 
 Starts the services through the extension (``celery.start()``), streams their log
-files to the terminal, and stops them all on Ctrl-C or SIGTERM.
+files to the terminal, and stops them all on Ctrl-C or SIGTERM: warmly, so that running
+tasks finish (``CELERY_STOP_TIMEOUT``); a second Ctrl-C cancels them at once (a cold
+shutdown, as a second Ctrl-C does to ``celery worker``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ from flask_execute.runtime import WORKER_ENV, AppState
 
 if TYPE_CHECKING:
     from flask_execute.extension import Celery
+    from flask_execute.processes import ServiceProcess
 
 
 @click.command("cluster")
@@ -35,14 +38,23 @@ if TYPE_CHECKING:
 def cluster_command(ctx: click.Context, timeout: float | None) -> None:
     """Start every configured service (workers, flower, beat) and stream their logs.
 
-    Ctrl-C (or SIGTERM) stops all of them.
+    Ctrl-C (or SIGTERM) stops all of them, letting running tasks finish; Ctrl-C again
+    cancels the tasks still running.
     """
     # This process supervises, it runs no task: it must be allowed to start services.
     os.environ.pop(WORKER_ENV, None)
     app = load_cli_app(ctx)
-    ext: Celery = AppState.of(app).extension
+    state = AppState.of(app)
+    ext: Celery = state.extension
+    stopping: list[ServiceProcess] = []
+
+    def hurry() -> None:
+        click.echo("Cancelling the running tasks ...", err=True)
+        for process in stopping:
+            process.cold_shutdown()
+
     code = 0
-    with app.app_context(), _interrupt_once():
+    with app.app_context(), _interrupt_once(again=hurry):
         tail = _Tail(ext.logs)
         try:
             click.echo(f"Starting {', '.join(tail.names) or 'no services'} ...")
@@ -66,7 +78,11 @@ def cluster_command(ctx: click.Context, timeout: float | None) -> None:
             click.echo(f"Error: {error}", err=True)
             code = 1
         finally:
-            click.echo("Stopping services ...")
+            if state.supervisor is not None:
+                stopping.extend(state.supervisor.running().values())
+            seconds = app.config.get("CELERY_STOP_TIMEOUT")
+            wait = f"running tasks get {seconds:g}s to finish; " if seconds else ""
+            click.echo(f"Stopping services ({wait}Ctrl-C again cancels them) ...")
             ext.stop()
             tail.pump()
     ctx.exit(code)
@@ -118,19 +134,21 @@ _POLL = threading.Event()
 
 
 @contextlib.contextmanager
-def _interrupt_once() -> Iterator[None]:
+def _interrupt_once(again: Callable[[], None]) -> Iterator[None]:
     """SIGINT and SIGTERM raise :exc:`KeyboardInterrupt` once while the block runs.
 
-    Later signals are ignored, so a second Ctrl-C cannot cut the services' shutdown
-    short (the services' own safety net still covers a SIGKILL).
+    The next signal calls ``again`` instead, and later ones are ignored: no signal
+    interrupts the services' shutdown itself (their lifeline still covers a SIGKILL).
     """
-    fired = False
+    fired = 0
 
     def handler(signum: int, frame: FrameType | None) -> None:
         nonlocal fired
-        if not fired:
-            fired = True
+        fired += 1
+        if fired == 1:
             raise KeyboardInterrupt
+        if fired == 2:
+            again()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
