@@ -10,7 +10,6 @@ modules named in their docstrings.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import os
@@ -27,7 +26,7 @@ from flask_execute.config import celery_settings
 from flask_execute.errors import ServiceError
 from flask_execute.essentials import check_disabled_plugins
 from flask_execute.futures import Future, FuturePool
-from flask_execute.inspection import Control, Inspect
+from flask_execute.inspection import Control, Inspect, online_workers
 from flask_execute.manager import PluginManager
 from flask_execute.markers import NAME
 from flask_execute.registry import TaskRegistry
@@ -235,22 +234,18 @@ class Celery:
     def status(self, timeout: float = 1.0) -> dict[str, str]:
         """Ping the workers in-process: ``{"foo@host": "OK", ...}``.
 
-        Configured workers that do not answer within ``timeout`` are ``"OFFLINE"``;
-        the call returns as soon as every configured worker answered.
+        Every worker that answers is listed, configured or not; configured workers
+        that do not answer within ``timeout`` are ``"OFFLINE"``. Once every configured
+        worker answered, the call listens a moment longer (as long as the answers took,
+        at least 0.1 s) for the others, then returns
+        (:func:`~flask_execute.inspection.online_workers`).
         """
         state = self.state()
         expected = {s.node for s in state.pm.describe_services(state.app) if s.node}
-        found: dict[str, str] = {}
-
-        def on_reply(reply: dict[str, object]) -> None:
-            found.update(dict.fromkeys(reply, "OK"))
-            if expected and expected <= found.keys():
-                raise _AllAnswered  # ends Celery's reply collection early
-
-        with contextlib.suppress(_AllAnswered):
-            state.celery_app.control.ping(timeout=timeout, callback=on_reply)
-        for node in sorted(expected):
-            found.setdefault(node, "OFFLINE")
+        online = online_workers(state.celery_app, expected, timeout)
+        found = dict.fromkeys(sorted(online), "OK")
+        for node in sorted(expected - online):
+            found[node] = "OFFLINE"
         return found
 
     @property
@@ -291,10 +286,6 @@ class CeleryApp(celery.Celery):  # type: ignore[misc]
         backend = super()._get_backend()
         backend.on_task_call = _no_subscription
         return backend
-
-
-class _AllAnswered(Exception):
-    pass
 
 
 def _no_subscription(producer: Any, task_id: str) -> None:

@@ -16,7 +16,10 @@ Nothing here spawns a process or parses CLI output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -28,7 +31,67 @@ DEFAULT_TIMEOUT = 1.0
 #: What :meth:`Control.shutdown` reports for each worker it asked to stop.
 SHUTDOWN_REPLY = {"ok": "shutdown requested"}
 
+#: Seconds :func:`online_workers` listens, at least, for workers it does not expect.
+LISTEN = 0.1
+
 Destination = str | Iterable[str] | None
+
+
+@contextlib.contextmanager
+def own_connection(celery_app: celery.Celery) -> Iterator[Any]:
+    """A broker connection of its own, for remote control that ends on a timeout.
+
+    A reply collection that times out leaves the broker's blocking read running (on
+    Redis a ``BRPOP`` of up to a second), and the next call on that connection waits
+    for it, missing the replies it wanted. This connection is closed in the background,
+    after that read, and never returns to Celery's pool.
+    """
+    connection = celery_app.connection_for_read()
+    try:
+        yield connection
+    finally:
+        threading.Thread(
+            target=connection.release, name="flask_execute-control", daemon=True
+        ).start()
+
+
+class _AllAnswered(Exception):
+    pass
+
+
+def online_workers(
+    celery_app: celery.Celery, expected: Collection[str], timeout: float
+) -> set[str]:
+    """The names of the workers that answer a ping within ``timeout`` seconds.
+
+    Celery's ping waits ``timeout`` for each next answer. Waiting that long after the
+    last answer is what makes ``celery status`` slow, so when the workers ``expected``
+    all answered early, a second ping listens only as long as the first took (at
+    least :data:`LISTEN` seconds) after each answer, for workers nobody expected.
+    Workers answer a broadcast within milliseconds of each other.
+    """
+    wanted = set(expected)
+    found: set[str] = set()
+
+    def on_reply(reply: dict[str, object]) -> None:
+        found.update(reply)
+        if wanted <= found:
+            raise _AllAnswered  # ends Celery's reply collection early
+
+    control = celery_app.control
+    with own_connection(celery_app) as connection:
+        start = time.monotonic()
+        with contextlib.suppress(_AllAnswered):
+            control.ping(
+                connection=connection, timeout=timeout, callback=on_reply if wanted else None
+            )
+            return found  # waited the whole timeout: everyone who answered is here
+        took = time.monotonic() - start
+        listen = min(max(LISTEN, took), timeout - took)
+        if listen > 0:
+            replies = control.ping(connection=connection, timeout=listen) or ()
+            found.update(name for reply in replies for name in reply)
+    return found
 
 
 def commands(kind: str) -> list[str]:

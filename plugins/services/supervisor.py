@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from flask_execute.config import files_dir
 from flask_execute.errors import ServiceError
+from flask_execute.inspection import own_connection
 from flask_execute.processes import ServiceProcess, stop_all
 from flask_execute.services import Service
 
@@ -130,7 +131,14 @@ class ProcessSupervisor:
         missing = set(nodes)
         deadline = time.monotonic() + timeout
         while missing and time.monotonic() < deadline:
-            replies = control.ping(destination=sorted(missing), timeout=0.1, limit=len(missing))
+            # A ping that times out blocks its connection a while: never a pooled one.
+            with own_connection(self.state.celery_app) as connection:
+                replies = control.ping(
+                    destination=sorted(missing),
+                    timeout=0.1,
+                    limit=len(missing),
+                    connection=connection,
+                )
             missing -= {name for reply in replies or () for name in reply}
         if missing:
             logger.warning(
@@ -312,11 +320,12 @@ class _OnlineProbe:
             self._thread.start()
 
     def _ask(self, state: AppState, nodes: list[str], timeout: float) -> None:
-        inspect = state.celery_app.control.inspect(
-            destination=nodes, timeout=timeout, limit=len(nodes)
-        )
         try:
-            replies = inspect.stats() or {}
+            with own_connection(state.celery_app) as connection:
+                inspect = state.celery_app.control.inspect(
+                    destination=nodes, timeout=timeout, limit=len(nodes), connection=connection
+                )
+                replies = inspect.stats() or {}
         except Exception:  # an unreachable broker surfaces on the send itself
             return
         self._online = {node: (stats or {}).get("pid") for node, stats in replies.items()}
