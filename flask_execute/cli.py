@@ -182,7 +182,11 @@ def status_command(
     ctx: click.Context, timeout: float, destination: str | None, as_json: bool
 ) -> None:
     """Show the workers online (``foo@host: OK``)."""
+    # Asking never starts anything: this process runs no services (as a worker does
+    # not), and so does not probe for them either.
+    os.environ[WORKER_ENV] = "1"
     app = load_cli_app(ctx)
+    AppState.of(app).in_worker = True
     ext = _extension(app)
     with app.app_context():
         if destination is None and hasattr(ext, "status"):

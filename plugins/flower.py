@@ -2,15 +2,19 @@
 
 Started with the other services when ``CELERY_FLOWER`` is on, listening on
 ``CELERY_FLOWER_ADDRESS:CELERY_FLOWER_PORT``; ready when its port accepts connections.
-A missing flower install or a taken port is a warning that names the key, and the
-workers start without flower. Local workers send task events for it
-(``--task-events``), and ``flask celery flower`` gets the same address and port.
+A flower already answering there (another process's) is left to serve, and logged as
+running; a missing flower install, or a port something else holds, is a warning that
+names the key, and the workers start without flower. A process that never starts
+services (a worker, ``flask celery status``) describes flower without probing its port.
+Local workers send task events for it (``--task-events``), and ``flask celery flower``
+gets the same address and port.
 
 Blocked, flower is off and local workers send no task events.
 """
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import logging
 import socket
@@ -59,6 +63,19 @@ def port_taken(address: str, port: int) -> bool:
         return probe.connect_ex((address, port)) == 0
 
 
+def flower_answers(address: str, port: int, timeout: float = 0.2) -> bool:
+    """Whether a flower serves ``address:port`` (its ``/healthcheck`` says ``OK``)."""
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        connection.request("GET", "/healthcheck")
+        reply = connection.getresponse()
+        return reply.status == 200 and reply.read(16) == b"OK"
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
 @hookimpl
 def flask_execute_describe_services(app: Flask) -> list[Service]:
     config = app.config
@@ -66,8 +83,9 @@ def flask_execute_describe_services(app: Flask) -> list[Service]:
     if not config["CELERY_FLOWER"]:
         return []
     if importlib.util.find_spec("flower") is None:
-        _warn_once(
+        _say_once(
             state,
+            logging.WARNING,
             "flask_execute: CELERY_FLOWER is on but flower is not installed: "
             "pip install flower, or set CELERY_FLOWER = False",
         )
@@ -75,23 +93,27 @@ def flask_execute_describe_services(app: Flask) -> list[Service]:
     address, port = str(config["CELERY_FLOWER_ADDRESS"]), int(config["CELERY_FLOWER_PORT"])
     supervisor = state.supervisor
     ours = supervisor is not None and "flower" in supervisor.running()
-    if port_taken(address, port) and not ours:
-        _warn_once(
-            state,
-            f"flask_execute: flower not started: {address}:{port} is taken; set "
-            "CELERY_FLOWER_PORT to a free port, or CELERY_FLOWER = False",
-        )
+    if not ours and not state.in_worker and port_taken(address, port):
+        if flower_answers(address, port):
+            _say_once(state, logging.INFO, f"flask_execute: flower is running at {address}:{port}")
+        else:
+            _say_once(
+                state,
+                logging.WARNING,
+                f"flask_execute: flower not started: {address}:{port} is taken; set "
+                "CELERY_FLOWER_PORT to a free port, or CELERY_FLOWER = False",
+            )
         return []
     argv = ["flower", f"--port={port}", f"--address={address}"]
     return [Service("flower", "flower", argv, address=(address, port))]
 
 
-def _warn_once(state: AppState, message: str) -> None:
+def _say_once(state: AppState, level: int, message: str) -> None:
     # The services are described again by status() and celery.logs: say it once.
     said: set[str] = state.plugin_data.setdefault("flower", set())
     if message not in said:
         said.add(message)
-        logger.warning(message)
+        logger.log(level, message)
 
 
 @hookimpl(wrapper=True, specname="flask_execute_describe_services")
