@@ -25,6 +25,7 @@ Celery main process), it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -48,10 +49,12 @@ def _watch_lifeline(fd: int, timeout: float, cold: float | None) -> None:
         # thread ends with the process, whichever stage finishes it.
         main = threading.main_thread().ident
         assert main is not None
-        signal.pthread_kill(main, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the main thread already ended
+            signal.pthread_kill(main, signal.SIGTERM)
         time.sleep(timeout)
         if cold is not None:
-            signal.pthread_kill(main, signal.SIGQUIT)
+            with contextlib.suppress(ProcessLookupError):
+                signal.pthread_kill(main, signal.SIGQUIT)
             time.sleep(cold)
         os.killpg(os.getpgid(0), signal.SIGKILL)
 

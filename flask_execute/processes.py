@@ -161,7 +161,10 @@ class ServiceProcess:
         return True
 
     def wait(self, timeout: float) -> bool:
-        """Wait until the whole group has exited; ``True`` if it did in time."""
+        """Wait until the whole group has exited; ``True`` if it did in time.
+
+        What is left of the group once its main process exited is killed at once.
+        """
         return not _wait([self], timeout)
 
     def stop(self, timeout: float) -> None:
