@@ -16,11 +16,7 @@ Celery main process), it
   after ``COLD`` more seconds SIGKILL to the whole process group;
 * reports readiness: on Celery's ``worker_ready`` or ``beat_init`` signal one byte is
   written to ``READY_FD``, so the Flask process knows at once, with no polling of the
-  broker, that the service is serving;
-* fails, with :exc:`~celery.exceptions.WorkerLostError`, a task without ``acks_late``
-  that a cold shutdown cancels. Celery records such a task as ``RETRY`` although
-  nothing will retry it (its message was acknowledged when it started), which would
-  leave its Future waiting forever.
+  broker, that the service is serving.
 """
 
 from __future__ import annotations
@@ -78,30 +74,6 @@ def _report_ready(fd: int) -> None:
     signals.beat_init.connect(ready, weak=False)
 
 
-def _fail_cancelled_tasks() -> None:
-    from celery import signals
-    from celery.exceptions import WorkerLostError
-
-    main = os.getpid()
-
-    def cancelled(
-        sender: Any = None, request: Any = None, einfo: Any = None, **kwargs: Any
-    ) -> None:
-        # Only the main process cancels (Request.cancel), and unlike a task's own retry
-        # it sends task_retry without a reason; pool children inherit this receiver.
-        if os.getpid() != main or "reason" in kwargs or einfo is not None or request is None:
-            return
-        if getattr(sender, "acks_late", True):
-            return  # never acknowledged: the broker delivers the message again
-        error = WorkerLostError(
-            "the worker was shut down while the task ran; without acks_late its message "
-            "was acknowledged when it started, so it does not run again"
-        )
-        sender.backend.mark_as_failure(request.id, error, request=request)
-
-    signals.task_retry.connect(cancelled, weak=False)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Set up the lifeline and the ready signal, then run Celery's command line."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -115,7 +87,6 @@ def main(argv: list[str] | None = None) -> None:
         _watch_lifeline(lifeline, timeout, cold)
     if ready >= 0:
         _report_ready(ready)
-    _fail_cancelled_tasks()
     sys.argv = ["celery", *args[5:]]
     from celery.__main__ import main as celery_main
 

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import celery
-from celery import states
-from celery.exceptions import Ignore, Reject, Retry
+from celery import signals, states
+from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
 from celery.utils.time import maybe_iso8601, maybe_make_aware
 
 from flask_execute.runtime import RUN_TASK, Message
@@ -164,3 +164,30 @@ def register_run_task(state: AppState) -> celery.Task:
     )
     task: celery.Task = register(run)
     return task
+
+
+def _fail_cancelled(
+    sender: Any = None, request: Any = None, einfo: Any = None, **kwargs: Any
+) -> None:
+    """Fail a task without ``acks_late`` that a worker's cold shutdown cancelled.
+
+    Celery stores such a task as ``RETRY`` although nothing will retry it (its message
+    was acknowledged when it started), which would leave its Future waiting forever.
+    A worker's main process sends ``task_retry`` without a ``reason`` only when it
+    cancels a request (a task's own retry has one), on any worker of our apps, started
+    by us or by hand.
+    """
+    if "reason" in kwargs or einfo is not None or request is None:
+        return
+    if getattr(getattr(sender, "app", None), "flask_execute_state", None) is None:
+        return  # not a task of a flask_execute app
+    if getattr(sender, "acks_late", True):
+        return  # never acknowledged: the broker delivers the message again
+    error = WorkerLostError(
+        "the worker was shut down while the task ran; without acks_late its message "
+        "was acknowledged when it started, so it does not run again"
+    )
+    sender.backend.mark_as_failure(request.id, error, request=request)
+
+
+signals.task_retry.connect(_fail_cancelled, weak=False)

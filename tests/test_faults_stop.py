@@ -140,6 +140,27 @@ def test_a_task_cut_off_is_requeued_with_acks_late_and_fails_with_a_reason_witho
     assert stored_state(celery, late_future.id) == "SUCCESS"
 
 
+def test_a_worker_started_by_hand_fails_a_cancelled_task_with_a_reason(
+    make_app, broker_url, tmp_path
+):
+    # The same rule on any worker of the app, not only those we launch: a cold shutdown
+    # (SIGQUIT) of a hand-started worker fails a running task without acks_late.
+    app, celery = make_app(CELERY_START_LOCAL_WORKERS=False)
+    log = tmp_path / "worker.log"
+    proc = helpers.start_worker(stops_app.IMPORT_PATH, broker_url, log)
+    try:
+        helpers.wait_worker_ready(celery.celery_app, proc, log)
+        tag = f"hand-{uuid.uuid4().hex[:8]}"
+        future = celery.task["stops.once_early"].delay(tag)
+        helpers.wait_for(lambda: count(tag, "started"), timeout=30, message="task running")
+        os.kill(proc.pid, signal.SIGQUIT)
+        with pytest.raises(WorkerLostError, match="without acks_late"):
+            future.result(timeout=15)
+        assert proc.wait(timeout=15) is not None
+    finally:
+        helpers.stop_process_tree(proc)
+
+
 # -- the Flask process goes away ---------------------------------------------------------
 
 
