@@ -63,16 +63,11 @@ def basic_worker(
 ) -> Iterator[object]:
     """One real worker (prefork, 2 processes) serving ``tests.apps.basic``."""
     log = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
-    proc = helpers.start_worker(
-        "tests.apps.basic:app", broker_url, log, name="basic@%h", queues="basic"
-    )
-    session_pids.add(proc.pid)
-    try:
-        helpers.wait_worker_ready(basic_app.celery.celery_app, proc, log, name_prefix="basic@")
+    app = basic_app.celery.celery_app
+    with helpers.session_worker(
+        "tests.apps.basic:app", app, broker_url, log, session_pids, name="basic", queues="basic"
+    ) as proc:
         yield proc
-    finally:
-        helpers.stop_process_tree(proc)
-        session_pids.discard(proc.pid)
 
 
 @pytest.fixture(autouse=True)

@@ -316,3 +316,69 @@ def private_redis(folder: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+def start_script(module: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Run ``python -m module`` in its own session, its stdin and output piped (text)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def read_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    """The rest of the first output line of ``proc`` that starts with ``prefix``; fail
+    with everything it printed if it ends without one."""
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+    raise AssertionError(f"no {prefix!r} line:\n" + "".join(lines))
+
+
+@contextlib.contextmanager
+def running_worker(
+    app_path: str,
+    celery_app: Any,
+    broker: str,
+    log: Path,
+    *,
+    name: str | None = None,
+    **options: Any,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real worker (:func:`start_worker`) for a block: ready when the block starts,
+    stopped when it ends. ``name`` is its node name's prefix (``name@%h``)."""
+    proc = start_worker(app_path, broker, log, name=name and f"{name}@%h", **options)
+    try:
+        wait_worker_ready(celery_app, proc, log, name_prefix=name and f"{name}@")
+        yield proc
+    finally:
+        stop_process_tree(proc)
+
+
+@contextlib.contextmanager
+def session_worker(
+    app_path: str,
+    celery_app: Any,
+    broker: str,
+    log: Path,
+    session_pids: set[int],
+    *,
+    name: str,
+    **options: Any,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A :func:`running_worker` for a session fixture, exempt from the orphan check."""
+    with running_worker(app_path, celery_app, broker, log, name=name, **options) as proc:
+        session_pids.add(proc.pid)
+        try:
+            yield proc
+        finally:
+            session_pids.discard(proc.pid)

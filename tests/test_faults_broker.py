@@ -25,6 +25,7 @@ from tests.apps import faults_app
 from tests.helpers import (
     PrivateRedis,
     private_redis,
+    running_worker,
     start_worker,
     stop_process_tree,
     wait_for,
@@ -97,7 +98,6 @@ def test_submit_to_a_stalled_broker_fails_in_time_and_says_what_may_arrive(serve
     _, warm = faults_app.create_app(server.url(), CELERY_SUBMIT_TIMEOUT=timeout)
     _, cold = faults_app.create_app(server.url(), CELERY_SUBMIT_TIMEOUT=timeout)
     first = warm.submit(faults_app.add, 0, 0)  # connected and listening before the stall
-    worker = None
     server.pause()
     try:
         started = time.monotonic()
@@ -129,16 +129,14 @@ def test_submit_to_a_stalled_broker_fails_in_time_and_says_what_may_arrive(serve
     queued = _queued_ids(server)
     assert maybe in queued and never not in queued
     log = tmp_path / "worker.log"
-    worker = start_worker(APP, server.url(), log, concurrency=1)
     try:
-        wait_worker_ready(warm.celery_app, worker, log)
-        assert warm.get(maybe).result(timeout=20) == 3
-        assert first.result(timeout=20) == 0
-        assert warm.submit(faults_app.add, 5, 6).result(timeout=20) == 11
-        assert cold.submit(faults_app.add, 7, 8).result(timeout=20) == 15
-        assert never not in _queued_ids(server) and not _has_result(server, never)
+        with running_worker(APP, warm.celery_app, server.url(), log, concurrency=1):
+            assert warm.get(maybe).result(timeout=20) == 3
+            assert first.result(timeout=20) == 0
+            assert warm.submit(faults_app.add, 5, 6).result(timeout=20) == 11
+            assert cold.submit(faults_app.add, 7, 8).result(timeout=20) == 15
+            assert never not in _queued_ids(server) and not _has_result(server, never)
     finally:
-        stop_process_tree(worker)
         warm.stop()
         cold.stop()
 
@@ -164,23 +162,21 @@ def test_an_unreachable_broker_publishes_nothing_and_says_so(server):
 def test_worker_and_listener_live_through_a_stall(server, tmp_path):
     _, celery = faults_app.create_app(server.url())
     log = tmp_path / "worker.log"
-    worker = start_worker(APP, server.url(), log, concurrency=2)
     try:
-        wait_worker_ready(celery.celery_app, worker, log)
-        futures = [celery.submit(faults_app.signal_and_sleep, "running", 1.5) for _ in range(4)]
-        wait_for(lambda: server.client().llen("running") >= 2, timeout=20, message="tasks run")
-        server.pause()
-        # The stall itself (what is measured, not a synchronisation): longer than every
-        # socket timeout of the web process and of the worker (2.5 s).
-        time.sleep(4)
-        server.resume()
-        resumed = time.monotonic()
-        assert [f.result(timeout=60) for f in futures] == ["running"] * 4
-        assert celery.submit(faults_app.add, 2, 2).result(timeout=60) == 4
-        print(f"\nstall of 4s: all futures resolved {time.monotonic() - resumed:.1f}s after it")
-        assert server.client().llen("running") == 4  # each ran once
+        with running_worker(APP, celery.celery_app, server.url(), log, concurrency=2):
+            futures = [celery.submit(faults_app.signal_and_sleep, "running", 1.5) for _ in range(4)]
+            wait_for(lambda: server.client().llen("running") >= 2, timeout=20, message="tasks run")
+            server.pause()
+            # The stall itself (what is measured, not a synchronisation): longer than every
+            # socket timeout of the web process and of the worker (2.5 s).
+            time.sleep(4)
+            server.resume()
+            resumed = time.monotonic()
+            assert [f.result(timeout=60) for f in futures] == ["running"] * 4
+            assert celery.submit(faults_app.add, 2, 2).result(timeout=60) == 4
+            print(f"\nstall of 4s: all futures resolved {time.monotonic() - resumed:.1f}s after it")
+            assert server.client().llen("running") == 4  # each ran once
     finally:
-        stop_process_tree(worker)
         celery.stop()
 
 
@@ -188,23 +184,21 @@ def test_worker_and_listener_live_through_a_stall(server, tmp_path):
 def test_a_restart_under_load_loses_nothing(server, tmp_path):
     _, celery = faults_app.create_app(server.url())
     log = tmp_path / "worker.log"
-    worker = start_worker(APP, server.url(), log, concurrency=4)
     try:
-        wait_worker_ready(celery.celery_app, worker, log)
-        pool = celery.map(faults_app.signal_and_sleep, *[("ran", 0.3)] * 50)
-        wait_for(lambda: server.client().llen("ran") >= 8, timeout=30, message="tasks run")
-        server.restart(down=5)
-        restarted = time.monotonic()
-        results = [f.result(timeout=60) for f in pool]
-        ran = server.client().llen("ran")
-        print(
-            f"\nrestart of 5s under 50 tasks: {results.count('ran')}/50 SUCCESS, "
-            f"{ran} runs, last result {time.monotonic() - restarted:.1f}s after restart"
-        )
-        assert results == ["ran"] * 50
-        assert ran == 50  # nothing ran twice
+        with running_worker(APP, celery.celery_app, server.url(), log, concurrency=4):
+            pool = celery.map(faults_app.signal_and_sleep, *[("ran", 0.3)] * 50)
+            wait_for(lambda: server.client().llen("ran") >= 8, timeout=30, message="tasks run")
+            server.restart(down=5)
+            restarted = time.monotonic()
+            results = [f.result(timeout=60) for f in pool]
+            ran = server.client().llen("ran")
+            print(
+                f"\nrestart of 5s under 50 tasks: {results.count('ran')}/50 SUCCESS, "
+                f"{ran} runs, last result {time.monotonic() - restarted:.1f}s after restart"
+            )
+            assert results == ["ran"] * 50
+            assert ran == 50  # nothing ran twice
     finally:
-        stop_process_tree(worker)
         celery.stop()
 
 

@@ -147,9 +147,7 @@ def test_a_worker_started_by_hand_fails_a_cancelled_task_with_a_reason(
     # (SIGQUIT) of a hand-started worker fails a running task without acks_late.
     app, celery = make_app(CELERY_START_LOCAL_WORKERS=False)
     log = tmp_path / "worker.log"
-    proc = helpers.start_worker(stops_app.IMPORT_PATH, broker_url, log)
-    try:
-        helpers.wait_worker_ready(celery.celery_app, proc, log)
+    with helpers.running_worker(stops_app.IMPORT_PATH, celery.celery_app, broker_url, log) as proc:
         tag = f"hand-{uuid.uuid4().hex[:8]}"
         future = celery.task["stops.once_early"].delay(tag)
         helpers.wait_for(lambda: count(tag, "started"), timeout=30, message="task running")
@@ -157,35 +155,19 @@ def test_a_worker_started_by_hand_fails_a_cancelled_task_with_a_reason(
         with pytest.raises(WorkerLostError, match="without acks_late"):
             future.result(timeout=15)
         assert proc.wait(timeout=15) is not None
-    finally:
-        helpers.stop_process_tree(proc)
 
 
 # -- the Flask process goes away ---------------------------------------------------------
 
 
 def start_main(env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.stops_main"],
-        cwd=helpers.ROOT,
-        env=helpers.test_env(**env, FLASK_EXECUTE_APP=stops_app.IMPORT_PATH),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    env = helpers.test_env(**env, FLASK_EXECUTE_APP=stops_app.IMPORT_PATH)
+    return helpers.start_script("tests.apps.stops_main", env)
 
 
 def read_report(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("RUNNING "):
-            report: dict[str, Any] = json.loads(line.split(" ", 1)[1])
-            return report
-    raise AssertionError("no report:\n" + "".join(lines))
+    report: dict[str, Any] = json.loads(helpers.read_line(proc, "RUNNING "))
+    return report
 
 
 @pytest.mark.parametrize("end", ["SIGKILL", "exit"])

@@ -37,16 +37,18 @@ def wire_app(
     import tests.apps.wire_app as module
 
     log = Path(tmp_path_factory.mktemp("wire-worker")) / "worker.log"
-    proc = helpers.start_worker(
-        "tests.apps.wire_app:app", broker_url, log, name="wire@%h", queues="wire", concurrency=1
-    )
-    session_pids.add(proc.pid)
-    try:
-        helpers.wait_worker_ready(module.celery.celery_app, proc, log, name_prefix="wire@")
+    app = module.celery.celery_app
+    with helpers.session_worker(
+        "tests.apps.wire_app:app",
+        app,
+        broker_url,
+        log,
+        session_pids,
+        name="wire",
+        queues="wire",
+        concurrency=1,
+    ):
         yield module
-    finally:
-        helpers.stop_process_tree(proc)
-        session_pids.discard(proc.pid)
 
 
 @pytest.fixture

@@ -277,28 +277,12 @@ def start_main(env: dict[str, str]) -> subprocess.Popen[str]:
         **{k: v for k, v in env.items() if k.startswith(("SVC_", "FLASK_EXECUTE_TEST"))}
     )
     env["FLASK_APP"] = "tests.apps.services_app:create_app()"
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.services_main"],
-        cwd=helpers.ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return helpers.start_script("tests.apps.services_main", env)
 
 
 def read_report(proc: subprocess.Popen[str]) -> dict[str, int]:
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("PROCESSES"):
-            return {
-                k: int(v) for k, v in json.loads(line.split(" ", 1)[1].rsplit(" ", 1)[0]).items()
-            }
-    raise AssertionError("no report:\n" + "".join(lines))
+    report = json.loads(helpers.read_line(proc, "PROCESSES ").rsplit(" ", 1)[0])
+    return {k: int(v) for k, v in report.items()}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
