@@ -17,9 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from celery import bootsteps
+from celery.worker.state import active_requests
+
 from flask_execute.markers import hookimpl
+from flask_execute.runtime import AppState
 
 if TYPE_CHECKING:
+    from celery.worker.consumer import Consumer
     from flask import Flask
 
 #: The broker when the config names none.
@@ -55,3 +60,48 @@ def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None
     settings.setdefault("result_backend_max_retries", 30)
     settings.setdefault("result_backend_base_sleep_between_retries_ms", 100)
     settings.setdefault("result_backend_max_sleep_between_retries_ms", 5000)
+
+
+@hookimpl
+def flask_execute_init_app(app: Flask) -> None:
+    AppState.of(app).celery_app.steps["consumer"].add(RestoreStranded)
+
+
+class RestoreStranded(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A worker step: messages stranded by a lost broker connection go back at once.
+
+    When a worker loses its connection, Celery drops the messages it had prefetched
+    but not started, and kombu's attempt to give them back fails with the connection.
+    They would wait in Redis for the visibility timeout. This step remembers them when
+    the connection is lost and gives them back as soon as the worker is connected
+    again; a task still running (``acks_late``) keeps its message.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Consumer, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self.stranded: list[str] = []
+
+    def stop(self, c: Consumer) -> None:
+        # Before the Tasks step lets go of the lost connection's consumer; its channel
+        # still knows what it was given (kombu's virtual QoS, as Celery's Tasks step
+        # itself uses it).
+        qos = _channel_qos(c)
+        self.stranded = list(getattr(qos, "_delivered", ()))
+
+    def start(self, c: Consumer) -> None:
+        stranded, self.stranded = self.stranded, []
+        qos = _channel_qos(c)
+        restore = getattr(qos, "restore_by_tag", None)  # kombu's Redis transport only
+        if not stranded or restore is None:
+            return
+        running = {getattr(r.message, "delivery_tag", None) for r in tuple(active_requests)}
+        for tag in stranded:
+            if tag not in running:
+                restore(tag)  # a message acknowledged meanwhile is no longer there
+
+
+def _channel_qos(c: Consumer) -> Any:
+    consumer = getattr(c, "task_consumer", None)
+    return getattr(getattr(consumer, "channel", None), "qos", None)

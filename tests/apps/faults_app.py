@@ -27,10 +27,12 @@ def create_app(broker_url: str | None = None, **config: Any) -> tuple[Flask, Cel
     app.config.update(worker_app_config("faults", "faults-app"))
     # Seconds, not the default quarter hour: a killed worker's messages come back
     # within a test (the restore sweep's period comes from the plugin defaults).
-    app.config["CELERY_BROKER_TRANSPORT_OPTIONS"] = {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
-        "unacked_restore_interval": 1,
-    }
+    # FAULTS_DEFAULT_TRANSPORT=1 keeps the defaults instead.
+    if os.environ.get("FAULTS_DEFAULT_TRANSPORT") != "1":
+        app.config["CELERY_BROKER_TRANSPORT_OPTIONS"] = {
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "unacked_restore_interval": 1,
+        }
     if broker_url is not None:
         app.config["CELERY_BROKER_URL"] = broker_url
     app.config.update(config)
