@@ -174,12 +174,16 @@ class RedisResultSource(_ThreadedSource):
         offset = len(self.prefix)
         pubsub = None
         backoff = 0.1
+        lost = False  # warned once per outage; every failed attempt after that is debug
         while not self._stop.is_set():
             try:
                 if pubsub is None:
                     pubsub = self._subscribe()
                     if self._ready.is_set():
                         self._resync()
+                    if lost:
+                        logger.warning("flask_execute: result listener reconnected to Redis")
+                        lost = False
                     self._ready.set()
                     backoff = 0.1
                 message = pubsub.get_message(timeout=1.0)
@@ -193,7 +197,9 @@ class RedisResultSource(_ThreadedSource):
                     self._error = exc
                     self._ready.set()
                     return
-                logger.warning("flask_execute: result listener lost Redis (%s); reconnecting", exc)
+                log = logger.debug if lost else logger.warning
+                log("flask_execute: result listener lost Redis (%s); reconnecting", exc)
+                lost = True
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
                         pubsub.close()

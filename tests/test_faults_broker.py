@@ -181,7 +181,8 @@ def test_worker_and_listener_live_through_a_stall(server, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_a_restart_under_load_loses_nothing(server, tmp_path):
+def test_a_restart_under_load_loses_nothing(server, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="flask_execute")
     _, celery = faults_app.create_app(server.url())
     log = tmp_path / "worker.log"
     # The worker keeps the default visibility timeout (a quarter hour): the messages it
@@ -204,6 +205,10 @@ def test_a_restart_under_load_loses_nothing(server, tmp_path):
             )
             assert results == ["ran"] * 50
             assert ran == 50  # nothing ran twice
+            # The listener said once that it lost Redis, and once that it was back.
+            said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert sum("result listener lost Redis" in m for m in said) == 1, said
+            assert sum("result listener reconnected" in m for m in said) == 1, said
     finally:
         celery.stop()
 
