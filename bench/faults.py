@@ -439,7 +439,9 @@ class Bench:
             return f"> {STALL_BOUND:g} s (hung, still after resume)"
         took, value = outcomes[side]
         if side in hung:
-            return f"> {STALL_BOUND:g} s (hung; returned {took - stall:.2f} s after resume)"
+            return (
+                f"> {STALL_BOUND:g} s (hung; returned {max(0.0, took - stall):.2f} s after resume)"
+            )
         what = type(value).__name__ if isinstance(value, Exception) else "returned"
         return f"{seconds(took)} ({what})"
 
