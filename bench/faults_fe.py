@@ -16,10 +16,9 @@ role, all signing with the same key:
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-import redis
+from faults_work import add, slow  # noqa: F401 - the benchmark submits them from here
 from flask import Flask
 
 from flask_execute import Celery
@@ -62,26 +61,3 @@ stop_app, stop_celery = _create(
     CELERY_WORKERS={STOP_WORKER: {"pool": "prefork", "concurrency": STOP_CONCURRENCY}},
 )
 stall_app, stall_celery = _create(STALL_QUEUE, CELERY_SUBMIT_TIMEOUT=STALL_SUBMIT_TIMEOUT)
-
-
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-def slow(seconds: float, key: str | None = None) -> float:
-    """Sleep ``seconds`` and return them; with ``key``, record the start and the end in
-    the broker's Redis (lists ``<key>:started`` and ``<key>:finished``)."""
-    _mark(key, "started")
-    time.sleep(seconds)
-    _mark(key, "finished")
-    return seconds
-
-
-def _mark(key: str | None, what: str) -> None:
-    if key is None:
-        return
-    try:  # a record lost while Redis is down must not fail the task
-        with redis.Redis.from_url(BROKER, socket_timeout=2, socket_connect_timeout=2) as client:
-            client.rpush(f"{key}:{what}", os.getpid())
-    except redis.RedisError:
-        pass

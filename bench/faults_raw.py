@@ -8,9 +8,8 @@ in ``FLASK_EXECUTE_BENCH_BROKER``, set by the benchmark before importing this mo
 from __future__ import annotations
 
 import os
-import time
 
-import redis
+import faults_work
 from celery import Celery
 
 BROKER = os.environ["FLASK_EXECUTE_BENCH_BROKER"]
@@ -27,26 +26,5 @@ app = Celery("faults_raw", broker=BROKER, backend=BROKER, set_as_current=False)
 app.conf.update(task_default_queue=QUEUE, broker_connection_retry_on_startup=True)
 
 
-@app.task
-def add(x: int, y: int) -> int:
-    return x + y
-
-
-@app.task
-def slow(seconds: float, key: str | None = None) -> float:
-    """Sleep ``seconds`` and return them; with ``key``, record the start and the end in
-    the broker's Redis (lists ``<key>:started`` and ``<key>:finished``)."""
-    _mark(key, "started")
-    time.sleep(seconds)
-    _mark(key, "finished")
-    return seconds
-
-
-def _mark(key: str | None, what: str) -> None:
-    if key is None:
-        return
-    try:  # a record lost while Redis is down must not fail the task
-        with redis.Redis.from_url(BROKER, socket_timeout=2, socket_connect_timeout=2) as client:
-            client.rpush(f"{key}:{what}", os.getpid())
-    except redis.RedisError:
-        pass
+add = app.task(name="faults_raw.add")(faults_work.add)
+slow = app.task(name="faults_raw.slow")(faults_work.slow)
