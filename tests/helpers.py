@@ -382,3 +382,24 @@ def session_worker(
             yield proc
         finally:
             session_pids.discard(proc.pid)
+
+
+@contextlib.contextmanager
+def made_apps(
+    create: Callable[[], Any], configure: Callable[..., Any], stop_timeout: float
+) -> Iterator[Callable[..., tuple[Any, Any]]]:
+    """``make(**config)``: ``configure(**config)``, then ``create()`` a Flask app; yield
+    ``(app, its extension)``. Every app made stops its local services at the end."""
+    apps: list[Any] = []
+
+    def make(**config: object) -> tuple[Any, Any]:
+        configure(**config)
+        app = create()
+        apps.append(app)
+        return app, app.extensions["celery"]
+
+    try:
+        yield make
+    finally:
+        for app in apps:
+            app.extensions["celery"].stop(timeout=stop_timeout)

@@ -62,17 +62,8 @@ def shape(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., dict
 
 @pytest.fixture
 def make_app(shape: Callable[..., dict[str, str]]) -> Iterator[Make]:
-    apps: list[Flask] = []
-
-    def make(**config: object) -> tuple[Flask, Celery]:
-        shape(**config)
-        app = stops_app.create_app()
-        apps.append(app)
-        return app, app.extensions["celery"]
-
-    yield make
-    for app in apps:
-        app.extensions["celery"].stop(timeout=5)
+    with helpers.made_apps(stops_app.create_app, shape, stop_timeout=5) as make:
+        yield make
 
 
 def queued(app: Flask) -> int:

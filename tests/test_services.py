@@ -67,17 +67,8 @@ def shape(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 @pytest.fixture
 def make_app(shape) -> Iterator:
-    apps = []
-
-    def make(**config: object):
-        shape(**config)
-        app = services_app.create_app()
-        apps.append(app)
-        return app, app.extensions["celery"]
-
-    yield make
-    for app in apps:
-        app.extensions["celery"].stop(timeout=10)
+    with helpers.made_apps(services_app.create_app, shape, stop_timeout=10) as make:
+        yield make
 
 
 def names(n: int = 1) -> list[str]:
