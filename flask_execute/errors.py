@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask_execute.futures import FuturePool
 
 
 class ExecuteError(Exception):
@@ -39,6 +43,8 @@ class BrokerUnavailable(ExecuteError, ConnectionError):
     :ivar may_arrive: whether any of them may still run.
     :ivar maybe_sent: those that may still run (published before the failure, or left
         unconfirmed by it); empty when nothing was published.
+    :ivar pool: for a ``map``, the :class:`~flask_execute.FuturePool` of every call:
+        the calls never sent fail with this error, the others may still finish.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class BrokerUnavailable(ExecuteError, ConnectionError):
         self.task_ids = tuple(task_ids)
         self.maybe_sent = tuple(maybe_sent)
         self.may_arrive = bool(self.maybe_sent)
+        self.pool: FuturePool | None = None
 
 
 class UnknownTaskError(ExecuteError, LookupError):

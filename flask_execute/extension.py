@@ -22,6 +22,8 @@ import celery
 from celery.utils import uuid
 from flask import Flask, current_app, has_app_context
 
+from flask_execute.chunk_task import register_chunk_task
+from flask_execute.chunks import send_map
 from flask_execute.config import celery_settings
 from flask_execute.errors import ServiceError
 from flask_execute.essentials import check_disabled_plugins
@@ -29,14 +31,15 @@ from flask_execute.futures import Future, FuturePool
 from flask_execute.inspection import Control, Inspect, online_workers
 from flask_execute.manager import PluginManager
 from flask_execute.markers import NAME
+from flask_execute.options import PUBLISH_OPTIONS, Options
 from flask_execute.registry import TaskRegistry
-from flask_execute.runtime import AppState, Message
+from flask_execute.runtime import AppState, Message, display_name
 from flask_execute.schedules import ScheduleRegistry
 from flask_execute.tasks import due_time, register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
-#: Use :meth:`~flask_execute.Celery.apply` to pass any of them to the function itself.
-SUBMIT_OPTIONS = ("queue", "countdown", "eta", "expires", "priority")
+#: Use :meth:`~flask_execute.Celery.options` to pass any of them to the function itself.
+SUBMIT_OPTIONS = PUBLISH_OPTIONS
 
 
 class Celery:
@@ -91,6 +94,7 @@ class Celery:
         state = AppState(app, pm, celery_app, self)
         celery_app.flask_execute_state = state
         register_run_task(state)
+        register_chunk_task(state)
         app.extensions[NAME] = state
         app.extensions["celery"] = self
         ref = weakref.ref(app)
@@ -162,16 +166,39 @@ class Celery:
 
         ``celery.map(add, [1, 2], [3, 4])`` runs ``add(1, 2)`` and ``add(3, 4)``; keyword
         arguments go to every call (``celery.map(add, [1], [3], y=2)``); an argument
-        that is not a list or tuple is a single argument. Every call is serialized
-        before any is sent.
+        that is not a list or tuple is a single argument. The keywords ``queue``,
+        ``countdown``, ``eta``, ``expires`` and ``priority`` are options, as for
+        :meth:`submit`.
+
+        Calls travel in chunks, many per Celery message, and each still gets its own
+        :class:`Future`. Every call is serialized before any is sent. See
+        :meth:`options` to set the chunk size.
+
+        :raises SerializationError: a call cannot be serialized; nothing was sent.
+        :raises BrokerUnavailable: the broker did not take every chunk; the error's
+            ``pool`` holds every call's Future (those never sent fail with it).
         """
         options = _pop_options(kwargs)
-        state = self.state()
-        messages = [
-            _message(state, fn, tuple(c) if isinstance(c, (list, tuple)) else (c,), kwargs, options)
-            for c in calls
-        ]
-        return state.pool(state.send(messages) if messages else [])
+        return send_map(self.state(), fn, calls, kwargs, options, None)
+
+    def starmap(self, fn: Callable[..., Any], calls: Iterable[Any], /, **kwargs: Any) -> FuturePool:
+        """:meth:`map` over an iterable of calls (a generator too, read once, as the
+        calls are packed): ``celery.starmap(add, ((i, i) for i in range(10_000)))``."""
+        options = _pop_options(kwargs)
+        return send_map(self.state(), fn, calls, kwargs, options, None)
+
+    def options(self, **options: Any) -> Options:
+        """Options for the calls sent through the returned object, so that no keyword
+        of the function is taken::
+
+            celery.options(queue="reports", countdown=5).submit(build, queue="x")
+            celery.options(chunksize=100).map(add, *pairs)
+
+        Takes ``queue``, ``countdown``, ``eta``, ``expires``, ``priority`` (Celery's
+        publishing options) and ``chunksize`` (calls per message for ``map``; default
+        automatic). An unknown name fails at once.
+        """
+        return Options(self, options)
 
     def get(self, task_id: str) -> Future:
         """Return the Future of a task submitted earlier, here or elsewhere.
@@ -320,14 +347,8 @@ def _message(
         due=due_time(options.get("countdown"), options.get("eta")),
         limit=state.app.config["CELERY_MAX_PAYLOAD"],
     )
-    name = _display_name(fn)
+    name = display_name(fn)
     return Message(state.run_task, (token,), {}, {"shadow": name, **options}, name, task_id)
-
-
-def _display_name(fn: Callable[..., Any]) -> str:
-    module = getattr(fn, "__module__", None) or "?"
-    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{module}.{qualname}"
 
 
 def _main_name(app: Flask) -> str:

@@ -357,6 +357,14 @@ class FuturePool:
         deadline = None if timeout is None else time.monotonic() + timeout
         return [f.result(_remaining(deadline)) for f in self.futures]
 
+    def results(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yield the results in submission order, each as soon as it is in (so the first
+        comes before the pool is done); a call that failed raises its exception when
+        reached. ``timeout`` bounds the whole iteration."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for future in self.futures:
+            yield future.result(_remaining(deadline))
+
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for every task (``timeout`` bounds the whole wait) and return the
         exception of the first one that failed, in submission order, or ``None``."""

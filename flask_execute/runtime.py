@@ -37,6 +37,15 @@ WORKER_ENV = "FLASK_EXECUTE_WORKER"
 
 #: Name of the one registered task that runs every submitted function.
 RUN_TASK = "flask_execute.run"
+#: Name of the registered task that runs a chunk of ``map`` calls.
+RUN_CHUNK = "flask_execute.run_chunk"
+
+
+def display_name(fn: Any) -> str:
+    """The dotted name a submitted function's tasks are shown under."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{qualname}"
 
 
 @dataclass
@@ -50,6 +59,9 @@ class Message:
     :param name: the display name of the call.
     :param task_id: the Celery task id the message is published under (a new one by
         default), known before sending so that what travels can be bound to it.
+    :param future: the Future the send must track and return for this message, made by
+        the caller (a chunk of ``map`` brings its own); ``None``: the send makes one
+        with :func:`~flask_execute.hookspecs.flask_execute_make_future`.
     """
 
     task: celery.Task
@@ -58,6 +70,13 @@ class Message:
     options: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     task_id: str = field(default_factory=uuid)
+    future: Future | None = None
+
+    def make_future(self, app: Flask, pm: PluginManager) -> Future:
+        """The Future to track for this message: its own, or a new one from ``pm``."""
+        if self.future is not None:
+            return self.future
+        return pm.make_future(app, self.task_id, self.name)
 
 
 class AppState:
@@ -117,6 +136,11 @@ class AppState:
     def run_task(self) -> celery.Task:
         """The task that runs every submitted function."""
         return self.celery_app.tasks[RUN_TASK]
+
+    @property
+    def chunk_task(self) -> celery.Task:
+        """The task that runs a chunk of ``map`` calls."""
+        return self.celery_app.tasks[RUN_CHUNK]
 
     @property
     def supervisor(self) -> Supervisor | None:

@@ -23,6 +23,9 @@ from flask_execute.runtime import RUN_TASK, Message
 if TYPE_CHECKING:
     from flask_execute.runtime import AppState
 
+#: Set on the request while one call of a ``map`` chunk runs: the chunk's id.
+CHUNK_ATTRIBUTE = "flask_execute_chunk"
+
 #: Exceptions Celery uses for control flow: they pass through unwrapped.
 _CONTROL_FLOW = (Retry, Ignore, Reject)
 
@@ -105,6 +108,12 @@ class TaskMixin:
         """Celery's ``retry``; the run task re-signs its call token for the retry, so
         the token's age counts from the retry's due time, not the first submission."""
         request = self.request  # type: ignore[attr-defined]
+        if getattr(request, CHUNK_ATTRIBUTE, None):
+            raise RuntimeError(
+                "current_task.retry() cannot retry one call of celery.map(): the call "
+                "shares its message with others. Submit it on its own with "
+                "celery.submit() to retry it, or retry inside the function"
+            )
         state: AppState | None = getattr(self.app, "flask_execute_state", None)  # type: ignore[attr-defined]
         if self.runs_hook_itself and state is not None and args is None and request.args:
             if eta is None and countdown is None:

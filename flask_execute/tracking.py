@@ -12,10 +12,12 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from celery import states
 
+from flask_execute.chunk_future import CancelMarks, ChunkFuture
+from flask_execute.chunk_ids import call_id, split_call_id
 from flask_execute.errors import RemoteError, UnknownTaskError
 
 if TYPE_CHECKING:
@@ -28,6 +30,22 @@ if TYPE_CHECKING:
 _ERROR_MODULE = RemoteError.__module__
 
 logger = logging.getLogger("flask_execute")
+
+
+class CallGroup(Protocol):
+    """A tracked Future that stands for several calls, each with an id of its own
+    (a ``map`` chunk, see :class:`~flask_execute.chunks.ChunkFuture`)."""
+
+    id: str
+
+    def deliver_call(self, index: int, status: str, info: Any) -> None:
+        """A state call ``index`` reported for itself."""
+
+    def cancel_call(self, index: int) -> None:
+        """Call ``index`` was cancelled."""
+
+    def call_future(self, index: int) -> Future | None:
+        """The Future of call ``index``, if one waits here."""
 
 
 class Tracker:
@@ -77,7 +95,18 @@ class Tracker:
 
     def is_pending(self, task_id: str) -> bool:
         """Whether a Future of this process waits for ``task_id``."""
-        return task_id in self._pending
+        return task_id in self._pending or self._group_of(task_id) is not None
+
+    def _group_of(self, task_id: str) -> tuple[CallGroup, int] | None:
+        """The tracked group call ``task_id`` belongs to, and its index there."""
+        split = split_call_id(task_id)
+        if split is None:
+            return None
+        group = self._pending.get(split[0])
+        # Looked up on the type: a Future reads unknown attributes from Celery's result.
+        if group is None or not callable(getattr(type(group), "cancel_call", None)):
+            return None
+        return cast(CallGroup, group), split[1]
 
     def pending_ids(self) -> list[str]:
         """The task ids still waiting, in submission order."""
@@ -101,6 +130,10 @@ class Tracker:
         """Feed a task's state (a Celery result meta) to its Future, if tracked here."""
         future = self._pending.get(task_id)
         if future is None:
+            group = self._group_of(task_id)
+            status = meta.get("status", states.PENDING)
+            if group is not None and status not in states.READY_STATES:
+                group[0].deliver_call(group[1], status, meta.get("result"))
             return
         status = meta.get("status", states.PENDING)
         if status in states.READY_STATES:
@@ -142,15 +175,24 @@ class Tracker:
         return RuntimeError(f"task failed with {result!r}")
 
     def get(self, task_id: str) -> Future:
-        """Return a Future for ``task_id``, submitted here or elsewhere.
+        """Return a Future for ``task_id``, submitted here or elsewhere (a call of a
+        ``map`` too).
 
         :raises ~flask_execute.UnknownTaskError: nothing is known of ``task_id``.
         """
         existing = self._pending.get(task_id)
         if existing is not None:
             return existing
+        group = self._group_of(task_id)
+        if group is not None and (known := group[0].call_future(group[1])) is not None:
+            return known
         source = self.source()
         meta = source.lookup(task_id)
+        split = split_call_id(task_id)
+        if split is not None and (meta is None or meta.get("status") not in states.READY_STATES):
+            chunk_meta = source.lookup(split[0])
+            if chunk_meta is not None:
+                return self._get_call(split[0], split[1], chunk_meta, meta)
         if meta is None:
             raise UnknownTaskError(
                 f"no task with id {task_id!r}: it was never submitted to this broker, or "
@@ -162,9 +204,37 @@ class Tracker:
         self.deliver(task_id, meta)
         return future
 
+    def _get_call(
+        self,
+        chunk_id: str,
+        index: int,
+        chunk_meta: Mapping[str, Any],
+        meta: Mapping[str, Any] | None,
+    ) -> Future:
+        """The Future of call ``index`` of a ``map`` chunk sent elsewhere (or whose
+        Futures are gone), fed by a chunk Future of its own."""
+        state = self.state
+        name = chunk_meta.get("name")
+        future = state.pm.make_future(state.app, call_id(chunk_id, index), name)
+        chunk = self._pending.get(chunk_id)
+        if not isinstance(chunk, ChunkFuture):
+            marks = CancelMarks(state.celery_app.backend)
+            chunk = ChunkFuture(chunk_id, self, name, [], state.wire, marks)
+            self._pending[chunk_id] = chunk
+        chunk.adopt(index, future)
+        if meta is not None:
+            self.deliver(future.id, meta)
+        self.source().watch(chunk_id)
+        self.deliver(chunk_id, chunk_meta)
+        return future
+
     # -- what a Future needs (FutureOwner) ---------------------------------------------
 
     def revoke(self, task_id: str, *, terminate: bool) -> None:
+        group = self._group_of(task_id)
+        if group is not None:
+            group[0].cancel_call(group[1])
+            return
         if not self.state.eager:
             self.state.celery_app.control.revoke(task_id, terminate=terminate)
 
@@ -175,6 +245,9 @@ class Tracker:
         was missed is read from its key instead. An unreachable backend leaves the
         Future as it is (the source's own timeouts bound the read).
         """
+        group = self._group_of(task_id)
+        if group is not None:
+            task_id = group[0].id
         source = self._source
         if source is None or task_id not in self._pending:
             return

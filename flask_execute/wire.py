@@ -26,8 +26,13 @@ from flask_execute.signing import Signer
 RESULT_KEY = "flask_execute"
 
 _CALL = b"call:"
+_CALLS = b"calls:"
 _RESULT = b"result:"
 _ERROR = b"error:"
+#: The first byte of one call's outcome inside a chunk's result (see :meth:`Wire.outcome`).
+_VALUE, _FAILURE, _SKIPPED = b"R", b"E", b"C"
+#: The outcome of a call the worker skipped because it was cancelled.
+SKIPPED = _SKIPPED
 #: Characters of a message or traceback kept when an exception travels as text only.
 _TEXT_CAP = 64 * 1024
 
@@ -105,6 +110,7 @@ class Wire:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         exc: Exception,
+        call: str = "",
     ) -> SerializationError:
         label = getattr(fn, "__qualname__", repr(fn))
         for where, value in self._parts(fn, args, kwargs):
@@ -112,7 +118,7 @@ class Wire:
                 self.serializer.dumps(value)
             except Exception as inner:
                 return SerializationError(
-                    f"cannot submit {label}(): {where} ({_short_repr(value)}) cannot be "
+                    f"cannot submit {call}{label}(): {where} ({_short_repr(value)}) cannot be "
                     f"serialized with {self.serializer.name}: {inner}. Pass a reference "
                     f"(an id, a path) and load the object inside the function."
                 )
@@ -125,12 +131,13 @@ class Wire:
         kwargs: Mapping[str, Any],
         size: int,
         limit: int,
+        call: str = "",
     ) -> SerializationError:
         label = getattr(fn, "__qualname__", repr(fn))
         sizes = [(len(self.serializer.dumps(v)), w, v) for w, v in self._parts(fn, args, kwargs)]
         largest, where, value = max(sizes, key=lambda item: item[0])
         return SerializationError(
-            f"cannot submit {label}(): the call is {_size(size)} serialized, over "
+            f"cannot submit {call}{label}(): the call is {_size(size)} serialized, over "
             f"CELERY_MAX_PAYLOAD ({limit} bytes); {where} ({_short_repr(value)}) is "
             f"{_size(largest)}. Pass a reference (a path, a key) and load the data "
             "inside the function, or raise CELERY_MAX_PAYLOAD."
@@ -172,9 +179,19 @@ class Wire:
         An exception that cannot be rebuilt on the other side, or is larger than
         ``limit``, travels as its type name and message (cut to fit).
         """
-        tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
         name = f"{type(exc).__module__}.{type(exc).__qualname__}"
         summary = f"{name}: {exc}"
+        token = self.signer.sign(self._error_data(exc, limit), _ERROR + self._name, task_id=task_id)
+        return RemoteError(token, summary[:_TEXT_CAP])
+
+    def unpack_error(self, error: RemoteError, *, task_id: str) -> BaseException:
+        """Rebuild the original exception of ``task_id``, with the worker's traceback as
+        its cause."""
+        return _rebuild_error(self._unpack(error.args[0], _ERROR, task_id))
+
+    def _error_data(self, exc: BaseException, limit: int | None) -> bytes:
+        tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        name = f"{type(exc).__module__}.{type(exc).__qualname__}"
         try:
             data = self.serializer.dumps((exc, tb))
             self.serializer.loads(self.serializer.dumps(exc))  # must rebuild on the other side
@@ -182,16 +199,108 @@ class Wire:
                 raise OverflowError
         except Exception:
             data = self.serializer.dumps((None, tb[-_TEXT_CAP:], name, str(exc)[:_TEXT_CAP]))
-        token = self.signer.sign(data, _ERROR + self._name, task_id=task_id)
-        return RemoteError(token, summary[:_TEXT_CAP])
+        return data
 
-    def unpack_error(self, error: RemoteError, *, task_id: str) -> BaseException:
-        """Rebuild the original exception of ``task_id``, with the worker's traceback as
-        its cause."""
-        payload = self._unpack(error.args[0], _ERROR, task_id)
-        exc: BaseException = payload[0] if payload[0] is not None else TaskFailed(*payload[2:])
-        exc.__cause__ = RemoteTraceback(payload[1])
-        return exc
+    # -- chunks: many calls of one function in one message -----------------------------
+
+    def dump_call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        index: int,
+        limit: int | None = None,
+    ) -> bytes:
+        """Serialize the arguments of call ``index`` of a chunk of ``fn``.
+
+        :raises SerializationError: an argument cannot be serialized, or they are larger
+            than ``limit``; the message names the call and the argument.
+        """
+        try:
+            data = self.serializer.dumps(args)
+        except Exception as exc:
+            raise self._explain(fn, args, kwargs, exc, f"call {index} of ") from exc
+        if limit is not None and len(data) > limit:
+            raise self._too_large(fn, args, {}, len(data), limit, f"call {index} of ")
+        return data
+
+    def dump_function(
+        self, fn: Callable[..., Any], kwargs: Mapping[str, Any], limit: int | None = None
+    ) -> bytes:
+        """Serialize what every call of a chunk shares: the function and its keywords.
+
+        :raises SerializationError: a part cannot be serialized, or they are larger
+            than ``limit``.
+        """
+        try:
+            data = self.serializer.dumps((fn, dict(kwargs)))
+        except Exception as exc:
+            raise self._explain(fn, (), kwargs, exc) from exc
+        if limit is not None and len(data) > limit:
+            raise self._too_large(fn, (), kwargs, len(data), limit)
+        return data
+
+    def sign_calls(
+        self, shared: bytes, calls: list[bytes], *, task_id: str, due: float | None = None
+    ) -> str:
+        """Sign a chunk: ``shared`` from :meth:`dump_function`, and one
+        :meth:`dump_call` per call."""
+        data = self.serializer.dumps((shared, calls))
+        return self.signer.sign(data, _CALLS + self._name, task_id=task_id, due=due)
+
+    def unpack_calls(
+        self, token: str, *, task_id: str, max_age: float | None = None
+    ) -> tuple[Callable[..., Any], dict[str, Any], list[bytes]]:
+        """Open a chunk made for ``task_id``: the function, the keywords of every call,
+        and each call's arguments still serialized (open them with :meth:`load`)."""
+        shared, calls = self._unpack(token, _CALLS, task_id, max_age)
+        fn, kwargs = self.serializer.loads(shared)
+        return fn, kwargs, calls
+
+    def load(self, data: bytes) -> Any:
+        """Deserialize a part of a verified token (a call's arguments)."""
+        return self.serializer.loads(data)
+
+    def outcome(self, value: Any, limit: int | None = None) -> bytes:
+        """One call's return value, as an outcome for :meth:`pack_outcomes`; a value
+        that cannot be serialized, or is over ``limit``, is the call's failure."""
+        try:
+            data = self.serializer.dumps(value)
+            if limit is not None and len(data) > limit:
+                raise SerializationError(
+                    f"the call's return value ({_short_repr(value)}) is {_size(len(data))} "
+                    f"serialized, over CELERY_MAX_PAYLOAD ({limit} bytes)"
+                )
+        except Exception as exc:
+            return self.failure(exc, limit)
+        return _VALUE + data
+
+    def failure(self, exc: BaseException, limit: int | None = None) -> bytes:
+        """One call's exception, as an outcome for :meth:`pack_outcomes`."""
+        return _FAILURE + self._error_data(exc, limit)
+
+    def pack_outcomes(self, start: int, outcomes: list[bytes], *, task_id: str) -> dict[str, str]:
+        """Pack the outcomes of a chunk's calls ``start``, ``start + 1`` ... as one signed
+        result of task ``task_id`` (open it with :meth:`unpack_result`)."""
+        data = self.serializer.dumps((start, outcomes))
+        return {RESULT_KEY: self.signer.sign(data, _RESULT + self._name, task_id=task_id)}
+
+    def open_outcome(self, outcome: bytes) -> tuple[bool, Any]:
+        """``(True, value)`` or ``(False, exception)`` of one call; ``(False, None)``
+        for a call the worker skipped."""
+        kind, data = outcome[:1], outcome[1:]
+        if kind == _VALUE:
+            return True, self.serializer.loads(data)
+        if kind == _FAILURE:
+            return False, _rebuild_error(self.serializer.loads(data))
+        return False, None
+
+
+def _rebuild_error(payload: tuple[Any, ...]) -> BaseException:
+    exc: BaseException = payload[0] if payload[0] is not None else TaskFailed(*payload[2:])
+    exc.__cause__ = RemoteTraceback(payload[1])
+    return exc
 
 
 _INTERNAL = tuple(

@@ -128,7 +128,7 @@ def _send_one(state: AppState, producer: Producer, message: Message, deadline: _
     """Publish one message under the send's deadline; its Future is tracked first, so
     that a result can never arrive before anyone waits for it."""
     task_id = message.task_id
-    future = state.pm.make_future(state.app, task_id, message.name)
+    future = message.make_future(state.app, state.pm)
     state.futures.track(future)  # may start the result source: BrokerUnavailable
     options = dict(message.options)
     _warn_if_redelivered(state.celery_app, options)

@@ -33,7 +33,7 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future] 
     futures = []
     for message in messages:
         task_id = message.task_id
-        future = state.pm.make_future(app, task_id, message.name)
+        future = message.make_future(app, state.pm)
         tracker.track(future, listen=False)  # so current_task.update_state reaches it
         try:
             result = message.task.apply(message.args, message.kwargs, task_id=task_id, throw=False)

@@ -106,3 +106,34 @@ def test_unserializable_arguments_fail_like_on_a_worker(celery):
 
     with pytest.raises(SerializationError, match="positional argument 0"):
         celery.submit(print, threading.Lock())
+
+
+def test_a_batched_map_runs_in_process_call_by_call(celery):
+    def work(x):
+        current_task.update_state(state="PROGRESS", meta={"x": x, "id": current_task.id})
+        if x == 2:
+            raise ValueError("two")
+        return x * 10
+
+    seen = []
+    pool = celery.options(chunksize=3).map(work, *range(5))
+    assert pool.done() and len({f.id.rsplit(".", 1)[0] for f in pool}) == 2
+    assert [f.result() for i, f in enumerate(pool) if i != 2] == [0, 10, 30, 40]
+    with pytest.raises(ValueError, match="two"):
+        pool[2].result()
+    # progress of a call reached that call's Future, under the call's own id
+    later = celery.options(chunksize=2).map(work, 5, 6)
+    assert [f.state for f in later] == [states.SUCCESS] * 2
+    pool[0].add_progress_callback(seen.append)  # after the end: no replay, no error
+    assert seen == []
+    assert list(celery.starmap(add, ((i, i) for i in range(600))).results())[-1] == 1198
+
+
+def test_a_call_of_a_batched_map_runs_under_its_own_id_in_eager_mode(celery):
+    def work(x):
+        current_task.update_state(state="PROGRESS", meta={"x": x})
+        return current_task.id
+
+    pool = celery.options(chunksize=2).map(work, 1, 2, 3)
+    assert pool.result() == pool.id
+    assert celery.state().futures.pending_ids() == []

@@ -254,3 +254,28 @@ def test_a_killed_workers_reserved_messages_come_back_in_time(server, tmp_path):
         if heir is not None:
             stop_process_tree(heir)
         celery.stop()
+
+
+def test_a_map_the_broker_takes_in_part_fails_the_rest_and_says_which(server, broker_url):
+    # The broker runs out of memory half-way through the map: the chunks it took stay
+    # on their way, the calls of the others fail with the error, nothing is left waiting.
+    client = server.client()
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", used + 2 * 2**20)
+    _, celery = faults_app.create_app(server.url(), CELERY_RESULT_BACKEND=broker_url)
+    blob = b"x" * 200_000
+    with pytest.raises(BrokerUnavailable) as info:
+        celery.options(chunksize=1).map(faults_app.add, *[(blob, b"")] * 40)
+    error = info.value
+    pool = error.pool
+    assert pool is not None and len(pool) == 40 and len(error.task_ids) == 40
+    queued = client.llen("faults")
+    assert 0 < queued < 40 and len(error.maybe_sent) == queued
+    assert error.maybe_sent == tuple(pool.id[:queued])
+    assert f"{queued} may still run" in str(error)
+    assert not any(f.done() for f in pool[:queued])
+    assert all(f.exception(timeout=0) is error for f in pool[queued:])
+    pending = celery.state().futures.pending_ids()
+    assert len(pending) == queued  # one chunk each, none of the failed ones
+    celery.stop()

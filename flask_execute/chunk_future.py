@@ -1,0 +1,160 @@
+"""The Future of one ``celery.map`` chunk, and the marks of its cancelled calls.
+
+A chunk is one Celery message that runs many calls of one function. Its
+:class:`ChunkFuture` is internal: the tracker resolves it like any Future, and it fans
+what the chunk reports out to the Futures of its calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celery.backends.base import BaseKeyValueStoreBackend
+
+from flask_execute.chunk_ids import call_id
+from flask_execute.futures import Future, FutureOwner
+
+if TYPE_CHECKING:
+    from flask_execute.wire import Wire
+
+#: State a long chunk stores while it runs: the outcomes of the calls done so far.
+PARTIAL = "PARTIAL"
+
+
+class CancelMarks:
+    """Cancelled calls, marked in a key-value result backend for the worker to skip.
+
+    :param backend: the application's Celery result backend. Backends that are not
+        key-value stores (databases) cannot carry marks: a cancelled call's Future is
+        cancelled all the same, but the worker still runs the call.
+    """
+
+    #: Ends the key of a mark, after the call's own result key.
+    SUFFIX = "-cancelled"
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.supported = isinstance(backend, BaseKeyValueStoreBackend)
+
+    def _key(self, task_id: str) -> Any:
+        return self.backend.get_key_for_task(task_id, key=self.SUFFIX)
+
+    def mark(self, task_id: str) -> None:
+        """Mark call ``task_id`` cancelled (the mark expires with results)."""
+        if self.supported:
+            self.backend.set(self._key(task_id), "1")
+
+    def read(self, task_ids: list[str]) -> set[str]:
+        """Which of ``task_ids`` are marked cancelled."""
+        if not self.supported or not task_ids:
+            return set()
+        values = self.backend.mget([self._key(t) for t in task_ids])
+        return {t for t, v in zip(task_ids, values, strict=True) if v}
+
+
+class ChunkFuture(Future):
+    """The internal Future of one chunk: resolving it resolves its calls' Futures.
+
+    :param task_id: the chunk's task id.
+    :param owner: the application's tracker.
+    :param name: the mapped function's display name.
+    :param calls: the Futures of the chunk's calls, by index (``None`` for a call no
+        one here waits for).
+    :param wire: opens the outcomes.
+    :param marks: where cancelled calls are marked.
+
+    Never handed to users: it lives in the tracker until the chunk ends.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        owner: FutureOwner,
+        name: str | None,
+        calls: Sequence[Future | None],
+        wire: Wire,
+        marks: CancelMarks,
+    ) -> None:
+        super().__init__(task_id, owner, name)
+        self.calls = calls
+        self._wire = wire
+        self._marks = marks
+        self._cancelled = 0
+
+    # -- from the result source --------------------------------------------------------
+
+    def set_state(self, state: str, info: Any = None) -> None:
+        if state == PARTIAL:  # the calls a long chunk has done so far
+            self._fan_out(info, partial=True)
+        # Other states of the chunk itself (STARTED ...) are not any call's state.
+
+    def deliver_call(self, index: int, status: str, info: Any) -> None:
+        """A state a call reported for itself (progress)."""
+        future = self._call(index)
+        if future is not None:
+            future.set_state(status, info)
+
+    def _finish(self, state: str, info: Any, exception: BaseException | None) -> None:
+        super()._finish(state, None, exception)
+        if exception is None:
+            self._fan_out(info)
+            return
+        for future in self.calls:  # the chunk failed as a whole (its worker was lost ...)
+            if future is not None:
+                future.set_exception(exception)
+
+    def _set_cancelled(self) -> bool:
+        cancelled = super()._set_cancelled()
+        for future in self.calls:
+            if future is not None:
+                future._set_cancelled()
+        return cancelled
+
+    def _fan_out(self, packed: Any, partial: bool = False) -> None:
+        try:
+            if partial:
+                packed = self._wire.unpack_result(packed, task_id=self.id)
+            start, outcomes = packed
+        except Exception as exc:  # forged, or not ours: the calls fail, never hang
+            for future in self.calls:
+                if future is not None:
+                    future.set_exception(exc)
+            return
+        for index, outcome in enumerate(outcomes, start):
+            future = self._call(index)
+            if future is None or future.done():
+                continue
+            try:
+                ok, value = self._wire.open_outcome(outcome)
+            except Exception as exc:  # the value cannot be rebuilt here
+                ok, value = False, exc
+            if ok:
+                future.set_result(value)
+            elif value is None:
+                future._set_cancelled()
+            else:
+                future.set_exception(value)
+
+    def call_future(self, index: int) -> Future | None:
+        """The Future of call ``index``, if one waits here."""
+        return self.calls[index] if 0 <= index < len(self.calls) else None
+
+    _call = call_future
+
+    def adopt(self, index: int, future: Future) -> None:
+        """Make ``future`` the Future of call ``index`` (``celery.get`` of a call)."""
+        calls = list(self.calls)
+        calls += [None] * (index + 1 - len(calls))
+        calls[index] = future
+        self.calls = calls
+
+    # -- from a call's Future ----------------------------------------------------------
+
+    def cancel_call(self, index: int) -> None:
+        """Mark call ``index`` cancelled so the worker skips it; once every call is
+        cancelled, revoke the chunk itself."""
+        self._marks.mark(call_id(self.id, index))
+        self._cancelled += 1
+        if self._cancelled >= sum(f is not None for f in self.calls) and self._owner:
+            self._owner.revoke(self.id, terminate=True)
