@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextvars
 import errno
 import logging
+import re
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import kombu.exceptions
 from celery.utils.time import maybe_make_aware
 from kombu.exceptions import OperationalError
 from kombu.utils.url import maybe_sanitize_url
@@ -116,7 +118,10 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
             deadline.channel_errors = tuple(conn.channel_errors)
             errors = (OperationalError, BrokerUnavailable, _GiveUp, *conn.connection_errors)
             errors += deadline.channel_errors
+            errors += _BATCH_ERRORS
             try:
+                if len(messages) > 1 and getattr(producer, "supports_batch_publish", False):
+                    return _send_batch(state, producer, messages, deadline)
                 return [_send_one(state, producer, message, deadline) for message in messages]
             except errors as exc:
                 raise _unavailable(state, messages, deadline, exc) from exc
@@ -154,6 +159,40 @@ def _send_one(state: AppState, producer: Producer, message: Message, deadline: _
         deadline.publishing = False
     deadline.sent.append(task_id)
     return future
+
+
+#: kombu's error for a publish batch that failed (kombu >= 5.7; none before).
+_BATCH_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e for e in (getattr(kombu.exceptions, "BatchPublishError", None),) if e is not None
+)
+
+
+def _send_batch(
+    state: AppState, producer: Producer, messages: Sequence[Message], deadline: _Deadline
+) -> list[Future]:
+    """Publish several messages in one round trip (kombu's publish batch: one Redis
+    pipeline). Nothing leaves before the flush: a failure while the batch fills sends
+    none of them; after a failed flush, :func:`_batch_landed` says which may be in."""
+    futures: list[Future] = []
+    # Large enough that kombu never flushes on its own half-way (a message is one LPUSH,
+    # plus one PEXPIRE per priority step on a queue with an expiry).
+    with producer.batch(max_size=16 * len(messages) + 16) as batch:
+        try:
+            for message in messages:
+                futures.append(_send_one(state, producer, message, deadline))
+            buffered, deadline.sent = deadline.sent, []
+            deadline.publishing = True
+            batch.flush()
+        except BaseException as exc:
+            landed = _batch_landed(exc, producer, len(messages)) if deadline.publishing else 0
+            deadline.sent, deadline.landed = [m.task_id for m in messages[:landed]], False
+            for message in messages[landed:]:
+                state.futures.withdraw(message.task_id)
+            raise
+        finally:
+            deadline.publishing = False
+        deadline.sent = buffered
+    return futures
 
 
 class _GiveUp(Exception):
@@ -234,17 +273,47 @@ def _may_have_landed(exc: BaseException) -> bool:
     """Whether a failed publish may still have put its message in the broker: true
     unless the failure proves nothing reached it (no connection was made, or the
     broker refused the command)."""
+    return not any(_never_sent(seen) or _refused(seen) for seen in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: BaseException | None = exc
     while seen is not None:
-        if (
-            isinstance(seen, socket.gaierror)
-            or (isinstance(seen, OSError) and seen.errno in _NOT_CONNECTED)
-            or not _REFUSED.isdisjoint(c.__name__ for c in type(seen).__mro__)
-            or str(seen) == "Timeout connecting to server"  # redis-py's connect timeout
-        ):
-            return False
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return True
+
+
+def _never_sent(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, socket.gaierror)
+        or (isinstance(exc, OSError) and exc.errno in _NOT_CONNECTED)
+        or str(exc) == "Timeout connecting to server"  # redis-py's connect timeout
+    )
+
+
+def _refused(exc: BaseException) -> bool:
+    return not _REFUSED.isdisjoint(c.__name__ for c in type(exc).__mro__)
+
+
+#: redis-py's note on the first command of a pipeline that Redis refused.
+_PIPELINE_ERROR = re.compile(r"Command # (\d+) ")
+
+
+def _batch_landed(exc: BaseException, producer: Producer, count: int) -> int:
+    """How many of the ``count`` messages of a failed batch may be in the broker.
+
+    Nothing, when no connection was made. When Redis refused a command, the messages
+    before it: Redis refuses writes for server-wide reasons (memory, a read-only
+    replica, authentication), so it refused the rest of the pipeline too (counted in
+    messages only when each is one command: no queue with an expiry). Otherwise, all.
+    """
+    for seen in _causes(exc):
+        if _never_sent(seen):
+            return 0
+        found = _PIPELINE_ERROR.match(str(seen)) if _refused(seen) else None
+        if found and not getattr(producer.channel, "_expires", None):
+            return min(count, int(found.group(1)) - 1)
+    return count
 
 
 def _unavailable(

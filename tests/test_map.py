@@ -248,3 +248,30 @@ def test_an_unpicklable_result_fails_only_its_call(celery):
     assert pool[0].result(timeout=20) == "a"
     with pytest.raises(Exception, match="cannot pickle"):
         pool[1].result(timeout=20)
+
+
+def test_every_chunk_of_a_map_goes_to_the_broker_in_one_round_trip(tmp_path, broker_url):
+    from tests.apps import faults_app
+    from tests.helpers import private_redis
+
+    with private_redis(tmp_path / "redis") as server:
+        # results on the run's Redis: the private one sees the broker's traffic only
+        _, celery = faults_app.create_app(server.url(), CELERY_RESULT_BACKEND=broker_url)
+        try:
+            celery.submit(faults_app.add, 0, 0)  # connected, queue declared
+            client = server.client()
+
+            def reads():
+                return int(client.info("stats")["total_reads_processed"])
+
+            before = reads()
+            pool = celery.options(chunksize=1).map(faults_app.add, *[(i, i) for i in range(40)])
+            during = reads() - before - 1  # the INFO call itself
+            assert client.llen("faults") == 41 and len(pool) == 40
+            assert during <= 5, f"{during} reads for 40 messages"
+            before = reads()
+            for i in range(5):
+                celery.submit(faults_app.add, i, i)
+            assert reads() - before - 1 >= 5  # single submits: one round trip each
+        finally:
+            celery.stop()
