@@ -90,7 +90,9 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._celery_state: str = states.PENDING
         self._info: Any = None
         self._progress_callbacks: list[Callable[[Future], Any]] = []
-        self._callbacks_finished = threading.Event()
+        # Made when the future finishes with done callbacks waiting (an Event costs
+        # about a kilobyte; a map holds one Future per call).
+        self._callbacks_finished: threading.Event | None = None
         self._state = RUNNING
 
     # -- Celery's view -----------------------------------------------------------------
@@ -148,6 +150,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
                 return True
             self._state = CANCELLED_AND_NOTIFIED
             self._celery_state = states.REVOKED
+            self._expect_callbacks()
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
@@ -185,8 +188,9 @@ class Future(cf.Future):  # type: ignore[type-arg]
             self._owner.refresh(self.id)
         if not self.done():
             raise self._timeout(timeout)
-        if not getattr(_in_callbacks, "active", False):
-            self._callbacks_finished.wait(_remaining(deadline))
+        finished = self._callbacks_finished
+        if finished is not None and not getattr(_in_callbacks, "active", False):
+            finished.wait(_remaining(deadline))
 
     def _timeout(self, timeout: float | None) -> BaseException:
         message = f"task {self.id} did not finish within {timeout} seconds (state {self.state})"
@@ -227,7 +231,13 @@ class Future(cf.Future):  # type: ignore[type-arg]
         # Called by concurrent.futures once the future is done: the callbacks run as one
         # job, in the order added, and then mark themselves finished for result().
         callbacks: list[Callable[[], None]] = list(self._done_callbacks)  # type: ignore[arg-type]
-        self._run_callbacks(callbacks, self._callbacks_finished)
+        if callbacks:
+            self._run_callbacks(callbacks, self._callbacks_finished)
+
+    def _expect_callbacks(self) -> None:
+        # Under the lock, before waiters wake: result() must find the event to wait on.
+        if self._done_callbacks:
+            self._callbacks_finished = threading.Event()
 
     def _run_callbacks(
         self, callbacks: list[Callable[[], None]], finished: threading.Event | None
@@ -280,6 +290,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
             else:
                 self._exception = exception
             self._state = FINISHED
+            self._expect_callbacks()
             for waiter in self._waiters:
                 if exception is None:
                     waiter.add_result(self)
