@@ -124,7 +124,10 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
 
     :param app: the Flask application sending them.
     :param messages: the calls to send, in order; ``submit`` sends one, ``map`` many.
-    :return: the futures, in the order of ``messages``.
+    :return: the futures, in the order of ``messages``. A message that brings its own
+        Future (``message.future``: a chunk of ``map``) must be tracked and answered
+        with exactly that one: get each message's Future with
+        ``message.make_future(app, pm)``.
 
     First result wins; required. The default publishes through Celery's broker; the
     ``eager`` plugin answers first when ``task_always_eager`` is on and runs them
@@ -174,8 +177,8 @@ def flask_execute_make_future(app: Flask, task_id: str, name: str | None) -> Fut
     :param name: the task's display name (the submitted function's dotted name).
     :return: a :class:`~flask_execute.Future` (or a subclass).
 
-    First result wins; required. Called for every sent task and by
-    ``celery.get(task_id)``.
+    First result wins; required. Called for every sent task, for every call of a
+    ``map`` (ids ``<chunk id>.<index>``) and by ``celery.get(task_id)``.
     """
 
 
