@@ -25,6 +25,7 @@ serializer), so a token made for one context never verifies in another.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -59,8 +60,15 @@ KEY_FILE = "flask_execute.key"
 
 
 def _signer(keys: Sequence[bytes], salt: bytes) -> itsdangerous.TimestampSigner:
+    """itsdangerous' signer for ``salt``, with its "hmac" key derivation done once.
+
+    The keys are derived here as itsdangerous derives them (HMAC of the salt under the
+    key) and handed over with no further derivation: the signatures are the same as
+    with ``key_derivation="hmac"``, without two HMACs per key on every call.
+    """
+    derived = [hmac.new(key, salt, hashlib.sha256).digest() for key in keys]
     return itsdangerous.TimestampSigner(
-        list(keys), salt=salt, key_derivation="hmac", digest_method=hashlib.sha256
+        derived, salt=salt, key_derivation="none", digest_method=hashlib.sha256
     )
 
 
@@ -78,6 +86,13 @@ class Signer:
         # itsdangerous signs with the last key and verifies newest first; reversing keeps
         # our convention (first signs) and tries the signing key first.
         self._keys = tuple(reversed(keys))
+        self._signers: dict[bytes, itsdangerous.TimestampSigner] = {}
+
+    def _for(self, context: bytes) -> itsdangerous.TimestampSigner:
+        signer = self._signers.get(context)
+        if signer is None:
+            signer = self._signers[context] = _signer(self._keys, _TOKEN_SALT + context)
+        return signer
 
     def sign(self, data: bytes, context: bytes, *, task_id: str, due: float | None = None) -> str:
         """Return ``data`` signed for ``context`` and task ``task_id``, as ASCII text.
@@ -91,7 +106,7 @@ class Signer:
         # base64: the data are raw bytes (pickles), and a token must be ASCII text that a
         # JSON string carries as is.
         value = base64_encode(json.dumps(claims).encode()) + b"." + base64_encode(data)
-        signed = _signer(self._keys, _TOKEN_SALT + context).sign(value).decode()
+        signed = self._for(context).sign(value).decode()
         return f"{TOKEN_VERSION}.{signed}"
 
     def verify(
@@ -106,9 +121,7 @@ class Signer:
         if version != TOKEN_VERSION:
             raise SignatureError(_version_message(version))
         try:
-            value, signed_at = _signer(self._keys, _TOKEN_SALT + context).unsign(
-                signed, return_timestamp=True
-            )
+            value, signed_at = self._for(context).unsign(signed, return_timestamp=True)
         except BadSignature as exc:
             raise SignatureError(
                 "payload signature does not match: it was forged, tampered with, or signed "

@@ -110,7 +110,7 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
             "eager mode is on but no plugin ran the task in-process; nothing was published"
         )
     timeout = float(app.config["CELERY_SUBMIT_TIMEOUT"])
-    deadline = _Deadline(state.celery_app.conf, timeout)
+    deadline = _Deadline(timeout, *_limits(state))
     token = _DEADLINE.set(deadline)
     try:
         with state.celery_app.producer_or_acquire() as producer:
@@ -199,21 +199,34 @@ class _GiveUp(Exception):
     """Raised from kombu's retry loop to end it; wraps the failure that ended it."""
 
 
+def _limits(state: AppState) -> tuple[float | None, Mapping[str, Any]]:
+    """The broker's longest socket operation and the publish retry policy, read from
+    Celery's configuration once per application (a read there costs microseconds)."""
+    cached = state.plugin_data.get("dispatch")
+    if cached is None:
+        conf = state.celery_app.conf
+        transport = conf.broker_transport_options or {}
+        io = [transport.get("socket_timeout"), transport.get("socket_connect_timeout")]
+        longest = max((float(t) for t in io if t), default=None)
+        cached = state.plugin_data["dispatch"] = (longest, conf.task_publish_retry_policy or {})
+    return cached  # type: ignore[no-any-return]
+
+
 class _Deadline:
     """The time budget of one send, consulted by kombu before every retry.
 
-    :param conf: the Celery configuration (its socket timeouts bound each attempt).
     :param timeout: ``CELERY_SUBMIT_TIMEOUT``.
+    :param io: the longest one socket operation may take (``None``: a quarter of
+        ``timeout``).
+    :param policy: Celery's publish retry policy.
     """
 
-    def __init__(self, conf: Any, timeout: float) -> None:
+    def __init__(self, timeout: float, io: float | None, policy: Mapping[str, Any]) -> None:
         self.timeout = timeout
         self.end = time.monotonic() + timeout
-        transport = conf.broker_transport_options or {}
-        io = [transport.get("socket_timeout"), transport.get("socket_connect_timeout")]
         #: The longest one socket operation may take.
-        self.io = max((float(t) for t in io if t), default=timeout / 4)
-        self.policy: Mapping[str, Any] = conf.task_publish_retry_policy or {}
+        self.io = io if io is not None else timeout / 4
+        self.policy = policy
         self.publishing = False  # the current message may be on its way to the broker
         self.landed = False  # a failure left a message that may still arrive
         self.sent: list[str] = []  # published and confirmed
@@ -355,6 +368,8 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "sentinel://", "unix://", "socket://"
 def _warn_if_redelivered(celery_app: celery.Celery, options: Mapping[str, Any]) -> None:
     """Warn when a countdown or eta outlives a Redis broker's visibility timeout: the
     waiting message would be handed to another worker too, and run twice."""
+    if "countdown" not in options and "eta" not in options:
+        return
     conf = celery_app.conf
     limit = (conf.broker_transport_options or {}).get("visibility_timeout")
     if limit is None or not str(conf.broker_url).startswith(_REDIS_SCHEMES):
