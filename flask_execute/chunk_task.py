@@ -83,8 +83,9 @@ def _run_call(
 ) -> bytes:
     wire = state.wire
     try:
-        args = wire.load(data)
-        value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **kwargs))
+        args, own = wire.load(data)
+        given = {**kwargs, **own} if own else kwargs
+        value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **given))
     except Exception as exc:
         return wire.failure(exc, limit)
     return wire.outcome(value, limit)

@@ -45,6 +45,81 @@ def chunk_sizes(total: int | None, chunksize: int | None) -> Iterator[int]:
     return itertools.chain((2**k for k in range(9)), itertools.repeat(MAX_CHUNKSIZE))
 
 
+class ChunkBuilder:
+    """Packs calls of one function, with the same options, into chunk messages.
+
+    :param state: the application's record.
+    :param fn: the function every call runs.
+    :param kwargs: keywords every call gets.
+    :param options: Celery publishing options of every chunk.
+    :param sizes: the number of calls of each chunk in turn (see :func:`chunk_sizes`).
+
+    Each call is serialized when added and gets its Future at once, with its final id;
+    a chunk closes when it holds its number of calls, or before one more would take it
+    over ``CELERY_MAX_PAYLOAD``. Closed chunks wait in :attr:`messages` to be sent.
+    """
+
+    def __init__(
+        self,
+        state: AppState,
+        fn: Callable[..., Any],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        sizes: Iterator[int],
+    ) -> None:
+        self.state = state
+        self.fn = fn
+        self.name = display_name(fn)
+        limit = state.app.config["CELERY_MAX_PAYLOAD"]
+        self.shared = state.wire.dump_function(fn, kwargs, limit)
+        self.room = None if limit is None else max(1, limit - len(self.shared))
+        self.options = dict(options)
+        self.due = due_time(self.options.get("countdown"), self.options.get("eta"))
+        self.marks = CancelMarks(state.celery_app.backend)
+        self.sizes = sizes
+        self.messages: list[Message] = []
+        self.added = 0
+        self._open()
+
+    def _open(self) -> None:
+        self.chunk_id = uuid()
+        self.size = next(self.sizes)
+        self.data: list[bytes] = []
+        self.calls: list[Future] = []
+        self.used = 0
+
+    def add(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Future:
+        """Add one call (``kwargs``: its own keywords, over the shared ones); return
+        its Future.
+
+        :raises SerializationError: the call cannot be serialized or is too large.
+        """
+        state = self.state
+        data = state.wire.dump_call(self.fn, args, kwargs, index=self.added, limit=self.room)
+        full = len(self.data) >= self.size
+        if self.data and (full or (self.room is not None and self.used + len(data) > self.room)):
+            self.close()
+        index = len(self.data)
+        future = state.pm.make_future(state.app, call_id(self.chunk_id, index), self.name)
+        self.data.append(data)
+        self.calls.append(future)
+        self.used += len(data)
+        self.added += 1
+        return future
+
+    def close(self) -> None:
+        """Close the open chunk (if it holds a call) into a message."""
+        if not self.data:
+            return
+        state, chunk_id, count = self.state, self.chunk_id, len(self.data)
+        future = ChunkFuture(chunk_id, state.futures, self.name, self.calls, state.wire, self.marks)
+        token = state.wire.sign_calls(self.shared, self.data, task_id=chunk_id, due=self.due)
+        options = {"shadow": self.name, "argsrepr": f"<{count} calls>", **self.options}
+        task = state.chunk_task
+        self.messages.append(Message(task, (token,), {}, options, self.name, chunk_id, future))
+        self._open()
+
+
 def pack_map(
     state: AppState,
     fn: Callable[..., Any],
@@ -61,50 +136,14 @@ def pack_map(
     :raises SerializationError: a call cannot be serialized or is over
         ``CELERY_MAX_PAYLOAD``; nothing was sent.
     """
-    wire = state.wire
-    name = display_name(fn)
-    limit = state.app.config["CELERY_MAX_PAYLOAD"]
-    shared = wire.dump_function(fn, kwargs, limit)
-    room = None if limit is None else max(1, limit - len(shared))
-    options = dict(options)
-    due = due_time(options.get("countdown"), options.get("eta"))
-    marks = CancelMarks(state.celery_app.backend)
     total = len(calls) if hasattr(calls, "__len__") else None  # type: ignore[arg-type]
-    sizes = chunk_sizes(total, chunksize)
-    messages: list[Message] = []
-    futures: list[Future] = []
-    items = iter(calls)
-    index = 0
-
-    def close(chunk: list[bytes]) -> None:
-        chunk_id = uuid()
-        made = [
-            state.pm.make_future(state.app, call_id(chunk_id, i), name) for i in range(len(chunk))
-        ]
-        futures.extend(made)
-        future = ChunkFuture(chunk_id, state.futures, name, made, wire, marks)
-        token = wire.sign_calls(shared, chunk, task_id=chunk_id, due=due)
-        chunk_options = {"shadow": name, "argsrepr": f"<{len(chunk)} calls>", **options}
-        messages.append(
-            Message(state.chunk_task, (token,), {}, chunk_options, name, chunk_id, future)
-        )
-
-    for size in sizes:
-        chunk: list[bytes] = []
-        used = 0
-        for item in itertools.islice(items, size):
-            args = tuple(item) if isinstance(item, (list, tuple)) else (item,)
-            data = wire.dump_call(fn, args, kwargs, index=index, limit=room)
-            index += 1
-            if room is not None and chunk and used + len(data) > room:
-                close(chunk)  # full by size before by count
-                chunk, used = [], 0
-            chunk.append(data)
-            used += len(data)
-        if not chunk:
-            break
-        close(chunk)
-    return messages, futures
+    builder = ChunkBuilder(state, fn, kwargs, options, chunk_sizes(total, chunksize))
+    futures = [
+        builder.add(tuple(item) if isinstance(item, (list, tuple)) else (item,), {})
+        for item in calls
+    ]
+    builder.close()
+    return builder.messages, futures
 
 
 def send_map(
@@ -128,27 +167,31 @@ def send_map(
         try:
             state.send(messages)
         except BrokerUnavailable as exc:
-            raise _unavailable(state, messages, futures, exc) from exc
+            raise unavailable(state, messages, futures, exc) from exc
     return state.pool(futures)
 
 
-def _unavailable(
+def unavailable(
     state: AppState, messages: list[Message], futures: list[Future], exc: BrokerUnavailable
 ) -> BrokerUnavailable:
-    """The error of a map the broker did not take whole: chunks never sent fail their
-    calls with it; those that may have arrived keep waiting."""
+    """The error of a send the broker did not take whole (a map, a batch): messages
+    never sent fail their Futures with it; those that may have arrived keep waiting.
+    The error's ``pool`` holds every Future."""
     maybe = set(exc.maybe_sent)
-    chunks = [m.future for m in messages if isinstance(m.future, ChunkFuture)]
-    waiting = [f.id for c in chunks if c.id in maybe for f in c.calls if f is not None]
+    waiting: list[str] = []
+    for message in messages:
+        if message.task_id in maybe:
+            calls = message.future.calls if isinstance(message.future, ChunkFuture) else ()
+            waiting += [f.id for f in calls if f is not None] or [message.task_id]
     error = BrokerUnavailable(
-        f"{exc}. Of the map's {len(futures)} calls, {len(waiting)} may still run; "
-        "the error's pool holds every call's Future (the calls never sent fail with "
-        "this error)",
+        f"{exc}. Of these {len(futures)} calls, {len(waiting)} may still run; the "
+        "error's pool holds every call's Future (the calls never sent fail with this "
+        "error)",
         task_ids=[f.id for f in futures],
         maybe_sent=waiting,
     )
-    for chunk in chunks:
-        if chunk.id not in maybe:
-            chunk.set_exception(error)
+    for message in messages:
+        if message.task_id not in maybe and message.future is not None:
+            message.future.set_exception(error)
     error.pool = state.pool(futures)
     return error

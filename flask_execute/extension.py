@@ -10,18 +10,20 @@ modules named in their docstrings.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import os
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import celery
 from celery.utils import uuid
 from flask import Flask, current_app, has_app_context
 
+from flask_execute.batching import Batch, active_batch, open_batch
 from flask_execute.chunk_task import register_chunk_task
 from flask_execute.chunks import send_map
 from flask_execute.config import celery_settings
@@ -31,7 +33,7 @@ from flask_execute.futures import Future, FuturePool
 from flask_execute.inspection import Control, Inspect, online_workers
 from flask_execute.manager import PluginManager
 from flask_execute.markers import NAME
-from flask_execute.options import PUBLISH_OPTIONS, Options
+from flask_execute.options import PUBLISH_OPTIONS, Options, check_options
 from flask_execute.registry import TaskRegistry
 from flask_execute.runtime import AppState, Message, display_name
 from flask_execute.schedules import ScheduleRegistry
@@ -159,7 +161,32 @@ class Celery:
         Unlike :meth:`submit`, no keyword of ``fn`` is reserved.
         """
         state = self.state()
+        batch = active_batch(state)
+        if batch is not None and callable(fn) and set(options) <= set(PUBLISH_OPTIONS):
+            return batch.submit(fn, tuple(args), kwargs or {}, options)
         return state.send([_message(state, fn, tuple(args), kwargs or {}, options)])[0]
+
+    @contextlib.contextmanager
+    def batch(self, chunksize: int | None = None) -> Iterator[Batch]:
+        """Hold the calls made in the block, then send them together::
+
+            with celery.batch():
+                futures = [celery.submit(add, i, i) for i in range(2000)]
+
+        Each ``submit`` returns its Future at once (with its final id) and packs the
+        call into a chunk of calls of the same function and options, as ``map`` does
+        (``chunksize`` calls at most; default 1, 2, 4 ... up to 500). Other sends in the
+        block (``map``, registered tasks) are held as they are. When the block ends,
+        everything goes to the broker in one round trip; if it raises, nothing is sent
+        and every Future of the batch is cancelled. A block inside another joins it.
+
+        :raises SerializationError: at the ``submit`` whose call cannot be serialized.
+        :raises BrokerUnavailable: at the end of the block, when the broker did not
+            take every message; the error's ``pool`` holds every Future of the batch.
+        """
+        if chunksize is not None:
+            check_options({"chunksize": chunksize})
+        yield from open_batch(self.state(), chunksize)
 
     def map(self, fn: Callable[..., Any], /, *calls: Any, **kwargs: Any) -> FuturePool:
         """Run ``fn`` once per positional argument, each the argument list of one call.

@@ -8,10 +8,12 @@ only.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -155,14 +157,29 @@ class AppState:
         """Send messages through the plugins; return one Future per message.
 
         The first send of a process (outside eager mode) calls
-        :func:`~flask_execute.hookspecs.flask_execute_prepare_send` first.
+        :func:`~flask_execute.hookspecs.flask_execute_prepare_send` first. Inside
+        :meth:`holding` for this application, the messages are handed to the holder
+        instead (``celery.batch()``), which sends them later.
         """
+        for owner, hold in _HOLDERS.get():
+            if owner is self:
+                return hold(messages)
         if not self._prepared and not self.eager:
             with self._lock:
                 if not self._prepared:
                     self.pm.prepare_send(self.app)
                     self._prepared = True
         return self.pm.send(self.app, messages)
+
+    @contextlib.contextmanager
+    def holding(self, hold: Callable[[Sequence[Message]], list[Future]]) -> Iterator[None]:
+        """Within the block (in this thread or task), :meth:`send` hands this
+        application's messages to ``hold``."""
+        token = _HOLDERS.set((*_HOLDERS.get(), (self, hold)))
+        try:
+            yield
+        finally:
+            _HOLDERS.reset(token)
 
     def reset_prepared(self) -> None:
         """Make the next send call ``flask_execute_prepare_send`` again (after a stop)."""
@@ -180,6 +197,11 @@ class AppState:
 
 
 _STATES: weakref.WeakSet[AppState] = weakref.WeakSet()
+
+#: The holders of :meth:`AppState.holding` active in this context.
+_HOLDERS: contextvars.ContextVar[
+    tuple[tuple[AppState, Callable[[Sequence[Message]], list[Future]]], ...]
+] = contextvars.ContextVar("flask_execute_holders", default=())
 
 
 def _reset_after_fork() -> None:

@@ -212,17 +212,18 @@ class Wire:
         index: int,
         limit: int | None = None,
     ) -> bytes:
-        """Serialize the arguments of call ``index`` of a chunk of ``fn``.
+        """Serialize the arguments of call ``index`` of a chunk of ``fn``: its positional
+        arguments and its own keywords (over those the chunk shares).
 
         :raises SerializationError: an argument cannot be serialized, or they are larger
             than ``limit``; the message names the call and the argument.
         """
         try:
-            data = self.serializer.dumps(args)
+            data = self.serializer.dumps((args, dict(kwargs)))
         except Exception as exc:
             raise self._explain(fn, args, kwargs, exc, f"call {index} of ") from exc
         if limit is not None and len(data) > limit:
-            raise self._too_large(fn, args, {}, len(data), limit, f"call {index} of ")
+            raise self._too_large(fn, args, kwargs, len(data), limit, f"call {index} of ")
         return data
 
     def dump_function(
