@@ -24,8 +24,9 @@ from flask_execute.errors import (
     UnknownTaskError,
 )
 from flask_execute.extension import Celery
-from flask_execute.futures import Future, FuturePool
+from flask_execute.futures import Future
 from flask_execute.markers import hookimpl
+from flask_execute.pool import FuturePool
 
 __all__ = [
     "BrokerUnavailable",

@@ -25,7 +25,8 @@ from flask_execute.runtime import Message, display_name
 from flask_execute.tasks import due_time
 
 if TYPE_CHECKING:
-    from flask_execute.futures import Future, FuturePool
+    from flask_execute.futures import Future
+    from flask_execute.pool import FuturePool
     from flask_execute.runtime import AppState
 
 #: With an automatic chunk size, a map of known length is cut in about this many

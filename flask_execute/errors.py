@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flask_execute.futures import FuturePool
+    from flask_execute.pool import FuturePool
 
 
 class ExecuteError(Exception):

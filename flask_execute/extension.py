@@ -29,11 +29,12 @@ from flask_execute.chunks import send_map
 from flask_execute.config import celery_settings
 from flask_execute.errors import ServiceError
 from flask_execute.essentials import check_disabled_plugins
-from flask_execute.futures import Future, FuturePool
+from flask_execute.futures import Future
 from flask_execute.inspection import Control, Inspect, online_workers
 from flask_execute.manager import PluginManager
 from flask_execute.markers import NAME
 from flask_execute.options import PUBLISH_OPTIONS, Options, check_options
+from flask_execute.pool import FuturePool
 from flask_execute.registry import TaskRegistry
 from flask_execute.runtime import AppState, Message, display_name
 from flask_execute.schedules import ScheduleRegistry

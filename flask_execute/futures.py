@@ -1,4 +1,4 @@
-"""``Future`` and ``FuturePool``: Celery results behind the concurrent.futures API.
+"""``Future``: a Celery result behind the concurrent.futures API.
 
 A :class:`Future` is a real :class:`concurrent.futures.Future`, resolved by the
 application's one result listener (no thread or polling per future), so
@@ -12,14 +12,14 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
     FINISHED,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Protocol, overload
+from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import states
 
@@ -56,7 +56,7 @@ class FutureOwner(Protocol):
 _in_callbacks = threading.local()
 
 
-def _accepts_argument(fn: Callable[..., Any]) -> bool:
+def accepts_argument(fn: Callable[..., Any]) -> bool:
     try:
         inspect.signature(fn).bind(None)
     except TypeError:
@@ -190,7 +190,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
             raise self._timeout(timeout)
         finished = self._callbacks_finished
         if finished is not None and not getattr(_in_callbacks, "active", False):
-            finished.wait(_remaining(deadline))
+            finished.wait(remaining(deadline))
 
     def _timeout(self, timeout: float | None) -> BaseException:
         message = f"task {self.id} did not finish within {timeout} seconds (state {self.state})"
@@ -217,7 +217,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._progress_callbacks.append(lambda _future: self._run_callbacks([wrapped], None))
 
     def _wrap_callback(self, fn: Callable[..., Any]) -> Callable[[], None]:
-        takes_future = _accepts_argument(fn)
+        takes_future = accepts_argument(fn)
 
         def call() -> None:
             try:
@@ -300,111 +300,5 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._invoke_callbacks()
 
 
-class FuturePool:
-    """The futures of one ``celery.map`` call, queried together.
-
-    Iterates, indexes and measures like a list of :class:`Future`. ``done()`` is true
-    when all are done; ``running()`` and ``cancelled()`` when any is; ``result()``
-    returns the list of results; ``exception()`` the first exception, if any.
-    """
-
-    def __init__(self, futures: Iterable[Future] = ()) -> None:
-        self.futures: list[Future] = list(futures)
-
-    def add(self, future: Future) -> None:
-        """Add one more future to the pool."""
-        self.futures.append(future)
-
-    def __iter__(self) -> Iterator[Future]:
-        return iter(self.futures)
-
-    def __len__(self) -> int:
-        return len(self.futures)
-
-    @overload
-    def __getitem__(self, index: int) -> Future: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Future]: ...
-
-    def __getitem__(self, index: int | slice) -> Future | list[Future]:
-        return self.futures[index]
-
-    def __repr__(self) -> str:
-        return f"<FuturePool of {len(self.futures)}>"
-
-    @property
-    def id(self) -> list[str]:
-        """The task ids, in order."""
-        return [f.id for f in self.futures]
-
-    @property
-    def state(self) -> str:
-        """``FAILURE`` if any failed, ``REVOKED`` if any was cancelled, ``SUCCESS`` if all
-        succeeded, else ``PENDING``."""
-        found = {f.state for f in self.futures}
-        for state in (states.FAILURE, states.REVOKED):
-            if state in found:
-                return str(state)
-        return str(states.SUCCESS if found <= {states.SUCCESS} else states.PENDING)
-
-    status = state
-
-    def running(self) -> bool:
-        return any(f.running() for f in self.futures)
-
-    def done(self) -> bool:
-        return all(f.done() for f in self.futures)
-
-    def cancelled(self) -> bool:
-        return any(f.cancelled() for f in self.futures)
-
-    def cancel(self) -> bool:
-        """Cancel every future; ``True`` if all are cancelled now."""
-        return all([f.cancel() for f in self.futures])
-
-    def result(self, timeout: float | None = None) -> list[Any]:
-        """Wait for every result (``timeout`` bounds the whole wait) and return them."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return [f.result(_remaining(deadline)) for f in self.futures]
-
-    def results(self, timeout: float | None = None) -> Iterator[Any]:
-        """Yield the results in submission order, each as soon as it is in (so the first
-        comes before the pool is done); a call that failed raises its exception when
-        reached. ``timeout`` bounds the whole iteration."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for future in self.futures:
-            yield future.result(_remaining(deadline))
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """Wait for every task (``timeout`` bounds the whole wait) and return the
-        exception of the first one that failed, in submission order, or ``None``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        first: BaseException | None = None
-        for future in self.futures:
-            exc = future.exception(_remaining(deadline))
-            if first is None:
-                first = exc
-        return first
-
-    def add_done_callback(self, fn: Callable[..., Any]) -> None:
-        """Call ``fn(pool)`` (or ``fn()``) once, when every future is done."""
-        takes_pool = _accepts_argument(fn)
-        remaining = [len(self.futures)]
-        lock = threading.Lock()
-
-        def one_done(_future: Future) -> None:
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                fn(self) if takes_pool else fn()
-
-        if not self.futures:
-            fn(self) if takes_pool else fn()
-        for future in self.futures:
-            future.add_done_callback(one_done)
-
-
-def _remaining(deadline: float | None) -> float | None:
+def remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -40,8 +40,9 @@ if TYPE_CHECKING:
     import celery
     from flask import Flask
 
-    from flask_execute.futures import Future, FuturePool
+    from flask_execute.futures import Future
     from flask_execute.listener import ResultSource
+    from flask_execute.pool import FuturePool
     from flask_execute.runtime import Message
     from flask_execute.serializers import Serializer
     from flask_execute.services import Service, ServiceProcess, Supervisor

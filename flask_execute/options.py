@@ -14,7 +14,8 @@ from flask_execute.chunks import send_map
 
 if TYPE_CHECKING:
     from flask_execute.extension import Celery
-    from flask_execute.futures import Future, FuturePool
+    from flask_execute.futures import Future
+    from flask_execute.pool import FuturePool
 
 #: Celery publishing options, as ``submit`` reads them from its keywords.
 PUBLISH_OPTIONS = ("queue", "countdown", "eta", "expires", "priority")

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     import celery
     from flask import Flask
 
-    from flask_execute.futures import Future, FuturePool
+    from flask_execute.futures import Future
     from flask_execute.manager import PluginManager
+    from flask_execute.pool import FuturePool
     from flask_execute.services import Supervisor
 
 #: Environment variable set in every process that runs tasks (workers we spawn, and

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask_execute.futures import Future, FuturePool
+from flask_execute.futures import Future
 from flask_execute.markers import hookimpl
+from flask_execute.pool import FuturePool
 from flask_execute.runtime import AppState
 
 if TYPE_CHECKING:

@@ -1,0 +1,118 @@
+"""``FuturePool``: the Futures of one ``celery.map``, queried together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, overload
+
+from celery import states
+
+from flask_execute.futures import Future, accepts_argument, remaining
+
+
+class FuturePool:
+    """The futures of one ``celery.map`` call, queried together.
+
+    Iterates, indexes and measures like a list of :class:`Future`. ``done()`` is true
+    when all are done; ``running()`` and ``cancelled()`` when any is; ``result()``
+    returns the list of results; ``exception()`` the first exception, if any.
+    """
+
+    def __init__(self, futures: Iterable[Future] = ()) -> None:
+        self.futures: list[Future] = list(futures)
+
+    def add(self, future: Future) -> None:
+        """Add one more future to the pool."""
+        self.futures.append(future)
+
+    def __iter__(self) -> Iterator[Future]:
+        return iter(self.futures)
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    @overload
+    def __getitem__(self, index: int) -> Future: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Future]: ...
+
+    def __getitem__(self, index: int | slice) -> Future | list[Future]:
+        return self.futures[index]
+
+    def __repr__(self) -> str:
+        return f"<FuturePool of {len(self.futures)}>"
+
+    @property
+    def id(self) -> list[str]:
+        """The task ids, in order."""
+        return [f.id for f in self.futures]
+
+    @property
+    def state(self) -> str:
+        """``FAILURE`` if any failed, ``REVOKED`` if any was cancelled, ``SUCCESS`` if all
+        succeeded, else ``PENDING``."""
+        found = {f.state for f in self.futures}
+        for state in (states.FAILURE, states.REVOKED):
+            if state in found:
+                return str(state)
+        return str(states.SUCCESS if found <= {states.SUCCESS} else states.PENDING)
+
+    status = state
+
+    def running(self) -> bool:
+        return any(f.running() for f in self.futures)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def cancelled(self) -> bool:
+        return any(f.cancelled() for f in self.futures)
+
+    def cancel(self) -> bool:
+        """Cancel every future; ``True`` if all are cancelled now."""
+        return all([f.cancel() for f in self.futures])
+
+    def result(self, timeout: float | None = None) -> list[Any]:
+        """Wait for every result (``timeout`` bounds the whole wait) and return them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [f.result(remaining(deadline)) for f in self.futures]
+
+    def results(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yield the results in submission order, each as soon as it is in (so the first
+        comes before the pool is done); a call that failed raises its exception when
+        reached. ``timeout`` bounds the whole iteration."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for future in self.futures:
+            yield future.result(remaining(deadline))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for every task (``timeout`` bounds the whole wait) and return the
+        exception of the first one that failed, in submission order, or ``None``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first: BaseException | None = None
+        for future in self.futures:
+            exc = future.exception(remaining(deadline))
+            if first is None:
+                first = exc
+        return first
+
+    def add_done_callback(self, fn: Callable[..., Any]) -> None:
+        """Call ``fn(pool)`` (or ``fn()``) once, when every future is done."""
+        takes_pool = accepts_argument(fn)
+        remaining = [len(self.futures)]
+        lock = threading.Lock()
+
+        def one_done(_future: Future) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                fn(self) if takes_pool else fn()
+
+        if not self.futures:
+            fn(self) if takes_pool else fn()
+        for future in self.futures:
+            future.add_done_callback(one_done)
