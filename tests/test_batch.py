@@ -80,7 +80,10 @@ def test_a_batch_is_one_round_trip_and_a_dead_broker_fails_every_future(tmp_path
             server.url(), CELERY_RESULT_BACKEND=broker_url, CELERY_SUBMIT_TIMEOUT=2
         )
         try:
-            celery.submit(faults_app.add, 0, 0)  # connected, queue declared
+            # connected, queue declared: a thread's own publisher (one message) and the
+            # pooled producers (several)
+            celery.submit(faults_app.add, 0, 0)
+            celery.map(faults_app.add, [0, 0], [0, 0])
             client = server.client()
 
             def reads():
@@ -92,9 +95,9 @@ def test_a_batch_is_one_round_trip_and_a_dead_broker_fails_every_future(tmp_path
                     celery.submit(faults_app.add, i, i)
                 celery.submit(faults_app.signal_and_sleep, "k", 0)
             assert reads() - before - 1 <= 5  # one pipeline, not 101 round trips
-            # the first submit, 100 calls of add in chunks of 1, 2, 4 ... 32 and 37, and
+            # the warm-up (3), 100 calls of add in chunks of 1, 2, 4 ... 32 and 37, and
             # the call of the other function
-            assert client.llen("faults") == 1 + 7 + 1
+            assert client.llen("faults") == 3 + 7 + 1
             server.stop()
             with pytest.raises(BrokerUnavailable) as info:
                 with celery.batch():

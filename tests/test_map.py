@@ -258,7 +258,10 @@ def test_every_chunk_of_a_map_goes_to_the_broker_in_one_round_trip(tmp_path, bro
         # results on the run's Redis: the private one sees the broker's traffic only
         _, celery = faults_app.create_app(server.url(), CELERY_RESULT_BACKEND=broker_url)
         try:
-            celery.submit(faults_app.add, 0, 0)  # connected, queue declared
+            # connected, queue declared: a thread's own publisher (one message) and the
+            # pooled producers (several)
+            celery.submit(faults_app.add, 0, 0)
+            celery.map(faults_app.add, [0, 0], [0, 0])
             client = server.client()
 
             def reads():
@@ -267,7 +270,7 @@ def test_every_chunk_of_a_map_goes_to_the_broker_in_one_round_trip(tmp_path, bro
             before = reads()
             pool = celery.options(chunksize=1).map(faults_app.add, *[(i, i) for i in range(40)])
             during = reads() - before - 1  # the INFO call itself
-            assert client.llen("faults") == 41 and len(pool) == 40
+            assert client.llen("faults") == 3 + 40 and len(pool) == 40
             assert during <= 5, f"{during} reads for 40 messages"
             before = reads()
             for i in range(5):

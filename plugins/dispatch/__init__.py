@@ -23,10 +23,12 @@ from flask_execute.markers import hookimpl
 from flask_execute.runtime import AppState
 
 from .deadline import DEADLINE, Deadline, GiveUp, limits
+from .publisher import publisher_for
 from .sending import (
     BATCH_ERRORS,
     send_batch,
     send_one,
+    send_through,
     unavailable,
 )
 
@@ -104,12 +106,16 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
     deadline = Deadline(timeout, *limits(state))
     token = DEADLINE.set(deadline)
     try:
+        # One message: through this thread's publisher, when the transport can batch.
+        publisher = publisher_for(state) if len(messages) == 1 else None
+        if publisher is not None:
+            errors = _errors(publisher.connection, deadline)
+            try:
+                return [send_through(state, publisher, messages[0], deadline)]
+            except errors as exc:
+                raise unavailable(state, messages, deadline, exc) from exc
         with state.celery_app.producer_or_acquire() as producer:
-            conn = producer.connection
-            deadline.channel_errors = tuple(conn.channel_errors)
-            errors = (OperationalError, BrokerUnavailable, GiveUp, *conn.connection_errors)
-            errors += deadline.channel_errors
-            errors += BATCH_ERRORS
+            errors = _errors(producer.connection, deadline)
             try:
                 if len(messages) > 1 and getattr(producer, "supports_batch_publish", False):
                     return send_batch(state, producer, messages, deadline)
@@ -118,6 +124,13 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
                 raise unavailable(state, messages, deadline, exc) from exc
     finally:
         DEADLINE.reset(token)
+
+
+def _errors(conn: Any, deadline: Deadline) -> tuple[type[BaseException], ...]:
+    """What a failed send raises, for this connection's transport."""
+    deadline.channel_errors = tuple(conn.channel_errors)
+    errors = (OperationalError, BrokerUnavailable, GiveUp, *conn.connection_errors)
+    return errors + deadline.channel_errors + BATCH_ERRORS
 
 
 @hookimpl(trylast=True)

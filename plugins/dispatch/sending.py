@@ -22,6 +22,7 @@ from .deadline import (
     on_retry,
     on_revive,
 )
+from .publisher import Publisher, forget
 
 if TYPE_CHECKING:
     import celery
@@ -97,6 +98,33 @@ def send_batch(
             deadline.publishing = False
         deadline.sent = buffered
     return futures
+
+
+def send_through(
+    state: AppState, publisher: Publisher, message: Message, deadline: Deadline
+) -> Future:
+    """Publish one message through this thread's :class:`Publisher` (buffered, then
+    flushed: one round trip). If the flush fails and the failure proves the message
+    never left, the publisher is dropped and the message goes the usual way (a pooled
+    producer, kombu's retries) within the same deadline."""
+    future = send_one(state, publisher.producer, message, deadline)  # buffered only
+    deadline.sent.remove(message.task_id)
+    deadline.publishing = True
+    try:
+        publisher.flush()
+    except BaseException as exc:
+        forget(state, publisher)
+        if batch_landed(exc, publisher.producer, 1):
+            deadline.landed = True
+            raise
+        deadline.publishing = False
+        message.future = future
+        with state.celery_app.producer_or_acquire() as producer:
+            return send_one(state, producer, message, deadline)
+    finally:
+        deadline.publishing = False
+    deadline.sent.append(message.task_id)
+    return future
 
 
 def unavailable(
