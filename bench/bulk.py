@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import importlib
 import itertools
 import json
 import math
-import os
 import shlex
 import signal
 import subprocess
@@ -43,21 +41,17 @@ from typing import Any
 
 from common import (
     BENCH,
-    BROKER_ENV,
-    CONCURRENCY,
-    POOL,
-    PREFETCH,
     Row,
-    Worker,
     bench_env,
+    both_sides,
+    compared,
     helpers,
     leftover_processes,
     median,
     ms,
     print_table,
-    quantile,
+    progress,
     redis_db,
-    start_worker,
     terminate_on_sigterm,
     us,
     verdict,
@@ -179,44 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     with terminate_on_sigterm(), redis_db() as broker, tempfile.TemporaryDirectory() as tmp:
-        os.environ[BROKER_ENV] = broker  # read by both apps at import
-        fe = importlib.import_module("fe_app")
-        raw = importlib.import_module("raw_app")
         print(f"command: {command}")
-        print(
-            f"broker {broker}; one worker per side: pool={POOL} concurrency={CONCURRENCY} "
-            f"prefetch-multiplier={PREFETCH}; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
-        )
-        workers: list[Worker] = []
-        try:
-            workers.append(start_worker("raw_app", raw.QUEUE, broker, Path(tmp)))
-            workers.append(
-                start_worker(
-                    "flask_execute.celery",
-                    fe.QUEUE,
-                    broker,
-                    Path(tmp),
-                    extra_env={"FLASK_APP": "fe_app:app"},
-                )
-            )
-            progress("starting one worker per side")
-            workers[0].wait_ready(raw.app)
-            workers[1].wait_ready(fe.celery.celery_app)
+        with both_sides(broker, Path(tmp)) as (fe, raw):
             rows = measure(fe, raw, args, broker, Path(tmp))
-        finally:
-            for worker in workers:
-                worker.stop()
-            fe.app.extensions["flask_execute"].futures.close()
     print_table("flask_execute map vs raw Celery (bench/bulk.py)", rows)
     left = leftover_processes()
     print(f"workers stopped; processes left behind: {left or 'none'}")
     print(f"wall time {time.perf_counter() - started:.1f} s")
     return 0
-
-
-def progress(message: str) -> None:
-    """One line on stderr per phase: a stuck run shows where it is."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def rate(n: int, runs: list[Run]) -> float:
@@ -263,7 +227,6 @@ def measure(
 
     progress(f"(c) {args.samples} interleaved one-call maps and submits")
     maps, submits = one_call(fe, args.samples)
-    one_map, one_submit = median(maps), median(submits)
 
     progress(f"(d) memory: starmap of {args.memory_n} in a fresh process")
     mem = memory(broker, args.memory_n, logs)
@@ -333,21 +296,11 @@ def measure(
             "",
             "info",
         ),
-        Row(
+        *compared(
             f"(c) map of 1 call vs submit, median of {args.samples}",
-            ms(one_map),
-            ms(one_submit),
-            f"{one_map / one_submit:.2f}x",
-            f"<= {ONE_CALL_TARGET:.2f}x",
-            verdict(one_map / one_submit <= ONE_CALL_TARGET),
-        ),
-        Row(
-            "    same, 90th percentile",
-            ms(quantile(maps, 0.9)),
-            ms(quantile(submits, 0.9)),
-            f"{quantile(maps, 0.9) / quantile(submits, 0.9):.2f}x",
-            "",
-            "info",
+            maps,
+            submits,
+            ONE_CALL_TARGET,
         ),
         Row(
             f"(d) peak RSS growth, starmap of {mem['n']}, B/call",

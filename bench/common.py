@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -221,3 +222,62 @@ def ms(seconds: float) -> str:
 
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} us"
+
+
+def progress(message: str) -> None:
+    """One line on stderr per phase: a stuck run shows where it is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def both_sides(broker: str, tmp: Path) -> Iterator[tuple[Any, Any]]:
+    """Import ``fe_app`` and ``raw_app`` on ``broker`` and run one ready worker per side
+    (same settings, own queues) for the block; stop them, and our result listener, at
+    its end whatever happens. Yields the two modules."""
+    import importlib
+
+    os.environ[BROKER_ENV] = broker  # read by both apps at import
+    fe = importlib.import_module("fe_app")
+    raw = importlib.import_module("raw_app")
+    print(
+        f"broker {broker}; one worker per side: pool={POOL} concurrency={CONCURRENCY} "
+        f"prefetch-multiplier={PREFETCH}; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
+    )
+    workers: list[Worker] = []
+    try:
+        workers.append(start_worker("raw_app", raw.QUEUE, broker, tmp))
+        extra = {"FLASK_APP": "fe_app:app"}
+        workers.append(start_worker("flask_execute.celery", fe.QUEUE, broker, tmp, extra_env=extra))
+        progress("starting one worker per side")
+        workers[0].wait_ready(raw.app)
+        workers[1].wait_ready(fe.celery.celery_app)
+        yield fe, raw
+    finally:
+        for worker in workers:
+            worker.stop()
+        fe.app.extensions["flask_execute"].futures.close()
+
+
+def compared(label: str, ours: list[float], theirs: list[float], target: float) -> list[Row]:
+    """Two rows: the medians of ``ours`` and ``theirs`` (seconds), PASS when ours is at
+    most ``target`` times theirs, and their 90th percentiles for information."""
+    ratio = median(ours) / median(theirs)
+    high = quantile(ours, 0.9) / quantile(theirs, 0.9)
+    return [
+        Row(
+            label,
+            ms(median(ours)),
+            ms(median(theirs)),
+            f"{ratio:.2f}x",
+            f"<= {target:.2f}x",
+            verdict(ratio <= target),
+        ),
+        Row(
+            "    same, 90th percentile",
+            ms(quantile(ours, 0.9)),
+            ms(quantile(theirs, 0.9)),
+            f"{high:.2f}x",
+            "",
+            "info",
+        ),
+    ]

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import cProfile
 import faulthandler
-import importlib
 import io
-import os
 import pstats
 import signal
 import sys
@@ -40,19 +39,15 @@ from types import ModuleType
 from typing import Any
 
 from common import (
-    BROKER_ENV,
-    CONCURRENCY,
-    POOL,
-    PREFETCH,
     Row,
-    Worker,
+    both_sides,
+    compared,
     leftover_processes,
     median,
     ms,
     print_table,
-    quantile,
+    progress,
     redis_db,
-    start_worker,
     terminate_on_sigterm,
     timed,
     us,
@@ -78,22 +73,11 @@ def round_trip(fe: ModuleType, raw: ModuleType, samples: int) -> tuple[list[floa
     return ours, theirs
 
 
-def burst_ours(fe: ModuleType, n: int) -> tuple[float, float]:
-    """``n`` submits then every result: (seconds to submit, seconds in all)."""
+def burst_ours(fe: ModuleType, n: int, batched: bool = False) -> tuple[float, float]:
+    """``n`` submits (inside ``celery.batch()`` if ``batched``) then every result:
+    (seconds until they were sent, seconds in all)."""
     start = time.perf_counter()
-    futures = [fe.celery.submit(fe.add, i, i) for i in range(n)]
-    sent = time.perf_counter()
-    total = sum(f.result(timeout=TIMEOUT) for f in futures)
-    end = time.perf_counter()
-    assert total == n * (n - 1), total
-    return sent - start, end - start
-
-
-def burst_batch(fe: ModuleType, n: int) -> tuple[float, float]:
-    """``n`` submits inside ``celery.batch()``, then every result: (seconds until the
-    block has sent them, seconds in all)."""
-    start = time.perf_counter()
-    with fe.celery.batch():
+    with fe.celery.batch() if batched else contextlib.nullcontext():
         futures = [fe.celery.submit(fe.add, i, i) for i in range(n)]
     sent = time.perf_counter()
     total = sum(f.result(timeout=TIMEOUT) for f in futures)
@@ -231,45 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR1 <pid>` prints every thread's stack, should a run ever seem stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
-    with terminate_on_sigterm(), redis_db() as broker, tempfile.TemporaryDirectory() as tmp:
-        os.environ[BROKER_ENV] = broker  # read by both apps at import
-        fe = importlib.import_module("fe_app")
-        raw = importlib.import_module("raw_app")
-        print(
-            f"broker {broker}; one worker per side: pool={POOL} concurrency={CONCURRENCY} "
-            f"prefetch-multiplier={PREFETCH}; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}"
-        )
-        workers: list[Worker] = []
-        try:
-            workers.append(start_worker("raw_app", raw.QUEUE, broker, Path(tmp)))
-            workers.append(
-                start_worker(
-                    "flask_execute.celery",
-                    fe.QUEUE,
-                    broker,
-                    Path(tmp),
-                    extra_env={"FLASK_APP": "fe_app:app"},
-                )
-            )
-            progress("starting one worker per side")
-            workers[0].wait_ready(raw.app)
-            workers[1].wait_ready(fe.celery.celery_app)
-            rows = measure(fe, raw, args)
-            if args.profile:
-                profile(fe, args.samples, args.burst, args.profile)
-        finally:
-            for worker in workers:
-                worker.stop()
-            fe.app.extensions["flask_execute"].futures.close()
+    with (
+        terminate_on_sigterm(),
+        redis_db() as broker,
+        tempfile.TemporaryDirectory() as tmp,
+        both_sides(broker, Path(tmp)) as (fe, raw),
+    ):
+        rows = measure(fe, raw, args)
+        if args.profile:
+            profile(fe, args.samples, args.burst, args.profile)
     print_table("flask_execute vs raw Celery (bench/core.py)", rows)
     left = leftover_processes()
     print(f"workers stopped; processes left behind: {left or 'none'}")
     return 0
-
-
-def progress(message: str) -> None:
-    """One line on stderr per phase: a stuck run shows where it is."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def measure(fe: ModuleType, raw: ModuleType, args: argparse.Namespace) -> list[Row]:
@@ -281,18 +239,16 @@ def measure(fe: ModuleType, raw: ModuleType, args: argparse.Namespace) -> list[R
 
     progress(f"(a) {args.samples} round trips per side")
     ours, theirs = round_trip(fe, raw, args.samples)
-    rt_ours, rt_raw = median(ours), median(theirs)
-    rt_ratio = rt_ours / rt_raw
 
     runs_ours: list[tuple[float, float]] = []
     runs_raw: list[tuple[float, float]] = []
     runs_batch: list[tuple[float, float]] = []
     progress(f"(b) {args.reps} bursts of {args.burst} per side, and in celery.batch()")
-    burst_batch(fe, 200)
+    burst_ours(fe, 200, batched=True)
     for _ in range(args.reps):
         runs_raw.append(burst_raw(raw, args.burst))
         runs_ours.append(burst_ours(fe, args.burst))
-        runs_batch.append(burst_batch(fe, args.burst))
+        runs_batch.append(burst_ours(fe, args.burst, batched=True))
     tp_batch = args.burst / median([t for _, t in runs_batch])
     send_batch = median([s for s, _ in runs_batch])
     tp_ours = args.burst / median([t for _, t in runs_ours])
@@ -310,22 +266,7 @@ def measure(fe: ModuleType, raw: ModuleType, args: argparse.Namespace) -> list[R
     eager_call, direct_call = eager(args.eager_calls)
 
     return [
-        Row(
-            f"(a) round trip, median of {args.samples}",
-            ms(rt_ours),
-            ms(rt_raw),
-            f"{rt_ratio:.2f}x",
-            f"<= {ROUND_TRIP_TARGET}x",
-            verdict(rt_ratio <= ROUND_TRIP_TARGET),
-        ),
-        Row(
-            "    round trip, 90th percentile",
-            ms(quantile(ours, 0.9)),
-            ms(quantile(theirs, 0.9)),
-            f"{quantile(ours, 0.9) / quantile(theirs, 0.9):.2f}x",
-            "",
-            "info",
-        ),
+        *compared(f"(a) round trip, median of {args.samples}", ours, theirs, ROUND_TRIP_TARGET),
         Row(
             f"(b) {args.burst} submits + results, tasks/s",
             f"{tp_ours:.0f}",

@@ -64,6 +64,7 @@ from common import (
     _die_with_parent,
     bench_env,
     leftover_processes,
+    progress,
     terminate_on_sigterm,
     verdict,
 )
@@ -109,11 +110,6 @@ def print_table(title: str, lines: list[Line]) -> None:
         if i == 0:
             print(rule)
     print(rule)
-
-
-def progress(message: str) -> None:
-    """One line on stderr per phase: a stuck run shows where it is."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def seconds(value: float) -> str:

@@ -70,6 +70,19 @@ def basic_worker(
         yield proc
 
 
+@pytest.fixture
+def celery(basic_app: ModuleType, basic_worker: object) -> object:
+    """The extension of ``tests.apps.basic``, its worker running (a module that needs
+    another ``celery`` defines its own)."""
+    return basic_app.celery
+
+
+@pytest.fixture
+def m(basic_app: ModuleType) -> ModuleType:
+    """``tests.apps.basic``: the functions the worker tests submit."""
+    return basic_app
+
+
 @pytest.fixture(autouse=True)
 def no_orphans(session_pids: set[int]) -> Iterator[None]:
     """After every test, no process this run started may survive (session ones aside)."""

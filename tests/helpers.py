@@ -307,6 +307,18 @@ class PrivateRedis:
         self.proc.send_signal(signal.SIGCONT)
 
 
+def warm_broker_reads(
+    celery: Any, server: PrivateRedis, add: Callable[..., Any]
+) -> Callable[[], int]:
+    """Connect ``celery``'s publishers to ``server`` (a thread's own, by one submit of
+    ``add``; the pooled ones, by a map) and return a reader of the server's count of
+    socket reads: each round trip to it is at least one (the reader's own too)."""
+    celery.submit(add, 0, 0)
+    celery.map(add, [0, 0], [0, 0])
+    client = server.client()
+    return lambda: int(client.info("stats")["total_reads_processed"])
+
+
 @contextlib.contextmanager
 def private_redis(folder: Path) -> Iterator[PrivateRedis]:
     """Start a :class:`PrivateRedis` for a block; always stop it."""

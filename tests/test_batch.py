@@ -9,19 +9,9 @@ import pytest
 from flask_execute import BrokerUnavailable, SerializationError
 from flask_execute.chunk_ids import split_call_id
 from tests.apps import faults_app
-from tests.helpers import private_redis
+from tests.helpers import private_redis, warm_broker_reads
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def celery(basic_app, basic_worker):
-    return basic_app.celery
-
-
-@pytest.fixture
-def m(basic_app):
-    return basic_app
 
 
 def test_a_burst_of_submits_is_held_then_runs_in_chunks(celery, m):
@@ -80,14 +70,8 @@ def test_a_batch_is_one_round_trip_and_a_dead_broker_fails_every_future(tmp_path
             server.url(), CELERY_RESULT_BACKEND=broker_url, CELERY_SUBMIT_TIMEOUT=2
         )
         try:
-            # connected, queue declared: a thread's own publisher (one message) and the
-            # pooled producers (several)
-            celery.submit(faults_app.add, 0, 0)
-            celery.map(faults_app.add, [0, 0], [0, 0])
+            reads = warm_broker_reads(celery, server, faults_app.add)
             client = server.client()
-
-            def reads():
-                return int(client.info("stats")["total_reads_processed"])
 
             before = reads()
             with celery.batch():

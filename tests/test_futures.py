@@ -16,16 +16,6 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def celery(basic_app, basic_worker):
-    return basic_app.celery
-
-
-@pytest.fixture
-def m(basic_app):
-    return basic_app
-
-
 def test_submit_forms_of_the_guide(celery, m):
     assert celery.submit(m.add, 1, 2).result(timeout=10) == 3
     assert celery.submit(m.add, 1, y=2).result(timeout=10) == 3

@@ -21,16 +21,6 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-def celery(basic_app, basic_worker):
-    return basic_app.celery
-
-
-@pytest.fixture
-def m(basic_app):
-    return basic_app
-
-
-@pytest.fixture
 def ran(broker_url):
     """A Redis set the calls of one test add their argument to, and a reader of it."""
     key = f"test-map-ran:{uuid.uuid4().hex}"
@@ -252,20 +242,14 @@ def test_an_unpicklable_result_fails_only_its_call(celery):
 
 def test_every_chunk_of_a_map_goes_to_the_broker_in_one_round_trip(tmp_path, broker_url):
     from tests.apps import faults_app
-    from tests.helpers import private_redis
+    from tests.helpers import private_redis, warm_broker_reads
 
     with private_redis(tmp_path / "redis") as server:
         # results on the run's Redis: the private one sees the broker's traffic only
         _, celery = faults_app.create_app(server.url(), CELERY_RESULT_BACKEND=broker_url)
         try:
-            # connected, queue declared: a thread's own publisher (one message) and the
-            # pooled producers (several)
-            celery.submit(faults_app.add, 0, 0)
-            celery.map(faults_app.add, [0, 0], [0, 0])
+            reads = warm_broker_reads(celery, server, faults_app.add)
             client = server.client()
-
-            def reads():
-                return int(client.info("stats")["total_reads_processed"])
 
             before = reads()
             pool = celery.options(chunksize=1).map(faults_app.add, *[(i, i) for i in range(40)])
