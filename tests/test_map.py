@@ -262,3 +262,17 @@ def test_every_chunk_of_a_map_goes_to_the_broker_in_one_round_trip(tmp_path, bro
             assert reads() - before - 1 >= 5  # single submits: one round trip each
         finally:
             celery.stop()
+
+
+def test_celery_inspect_sees_a_running_chunk_as_one_task_named_after_the_function(celery, m):
+    pool = celery.options(chunksize=3).map(m.sleep, 0.5, 0.5, 0.5)
+    chunk_id = split_call_id(pool[0].id)[0]
+
+    def running():
+        replies = celery.inspect.active(timeout=1) or {}
+        return [t for tasks in replies.values() for t in tasks if t["id"] == chunk_id]
+
+    (task,) = wait_for(running, timeout=20, message="the chunk among active tasks")
+    # its one argument is the signed chunk (events and logs show it as "<3 calls>")
+    assert task["name"] == "tests.apps.basic.sleep" and len(task["args"]) == 1
+    assert pool.result(timeout=20) == [0.5, 0.5, 0.5]
