@@ -164,9 +164,11 @@ def test_a_long_chunk_reports_its_calls_as_they_finish(celery, m):
 
 
 def test_results_come_in_order_before_the_pool_is_done(celery, m):
-    pool = celery.options(chunksize=1).map(m.sleep, 0.1, 1.5)
+    # one chunk, so one process runs both calls in turn: the first is reported while
+    # the second still runs
+    pool = celery.options(chunksize=2).map(m.sleep, 0.6, 1.5)
     results = pool.results(timeout=30)
-    assert next(results) == 0.1
+    assert next(results) == 0.6
     assert not pool.done()
     assert next(results) == 1.5
     assert pool.done()
