@@ -80,7 +80,6 @@ class ChunkFuture(Future):
         self.calls = calls
         self._wire = wire
         self._marks = marks
-        self._cancelled = 0
 
     # -- from the result source --------------------------------------------------------
 
@@ -152,9 +151,9 @@ class ChunkFuture(Future):
     # -- from a call's Future ----------------------------------------------------------
 
     def cancel_call(self, index: int) -> None:
-        """Mark call ``index`` cancelled so the worker skips it; once every call is
-        cancelled, revoke the chunk itself."""
+        """Mark call ``index`` cancelled so the worker skips it; once no other call of
+        the chunk is still waiting, revoke the chunk itself."""
         self._marks.mark(call_id(self.id, index))
-        self._cancelled += 1
-        if self._cancelled >= sum(f is not None for f in self.calls) and self._owner:
+        waiting = (f for i, f in enumerate(self.calls) if i != index and f is not None)
+        if self._owner is not None and all(f.done() for f in waiting):
             self._owner.revoke(self.id, terminate=True)
