@@ -121,10 +121,14 @@ class Celery:
             apps = [a for a in (ref() for ref in self._apps) if a is not None]
             if len(apps) != 1:
                 raise RuntimeError(
-                    "no application registered: call Celery(app) or celery.init_app(app)"
-                    if not apps
-                    else "several applications use this extension: run inside an "
+                    "several applications use this extension: run inside an "
                     "application context (with app.app_context(): ...)"
+                    if apps
+                    else "the application this extension served is gone (garbage-"
+                    "collected): the extension holds it weakly, so keep a reference to "
+                    "your Flask app"
+                    if self._apps
+                    else "no application registered: call Celery(app) or celery.init_app(app)"
                 )
             app = apps[0]
         return AppState.of(app)

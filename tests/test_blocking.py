@@ -32,9 +32,15 @@ from tests.apps import services_app
 BLOCKED_FAILS = {"cloudpickle", "dispatch", "futures"}
 
 
+#: The apps made here: the extension holds its apps weakly, and a test that passes one
+#: straight to ``Celery(...)`` must not see it collected half-way.
+_APPS: list[Flask] = []
+
+
 def app_blocking(*names: str, **config: object) -> Flask:
     app = Flask(f"blocking_{'_'.join(names) or 'none'}")
     app.config.update(CELERY_ALWAYS_EAGER=True, CELERY_DISABLED_PLUGINS=list(names), **config)
+    _APPS.append(app)
     return app
 
 

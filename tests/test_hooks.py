@@ -438,3 +438,12 @@ def test_hook_add_command_defaults():
         {"loglevel": "debug"},
         [],
     )
+
+
+def test_an_app_collected_behind_the_extension_is_named_not_unregistered():
+    import gc
+
+    celery = Celery(Flask("collected"))  # no reference kept: the extension holds it weakly
+    gc.collect()
+    with pytest.raises(RuntimeError, match=r"garbage-collected.*keep a reference"):
+        celery.state()

@@ -34,11 +34,17 @@ SCHED_APP = "tests.apps.sched_app:app"
 EVERY_SECOND = "tests.apps.sched_app.every_second"
 
 
+#: The apps made here: the extension holds its apps weakly, and a test that passes one
+#: straight to ``Celery(...)`` must not see it collected half-way.
+_APPS = []
+
+
 def _app(**config):
     app = Flask(f"sched_{uuid.uuid4().hex[:6]}")
     app.config.update(
         {"SECRET_KEY": "test-secret-key-of-32-bytes-or-more", "CELERY_ALWAYS_EAGER": True, **config}
     )
+    _APPS.append(app)
     return app
 
 
