@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flask_execute.chunk_future import ChunkFuture
-from flask_execute.chunks import ChunkBuilder, chunk_sizes, unavailable
+from flask_execute.chunks import ChunkBuilder, chunk_sizes, unavailable_with_pool
 from flask_execute.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Batch:
         try:
             self.state.send(messages)
         except BrokerUnavailable as exc:
-            raise unavailable(self.state, messages, self.futures, exc) from exc
+            raise unavailable_with_pool(self.state, messages, self.futures, exc) from exc
 
     def discard(self) -> None:
         """Send nothing: every Future of the batch is cancelled."""

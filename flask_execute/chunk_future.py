@@ -90,7 +90,7 @@ class ChunkFuture(Future):
 
     def deliver_call(self, index: int, status: str, info: Any) -> None:
         """A state a call reported for itself (progress)."""
-        future = self._call(index)
+        future = self.call_future(index)
         if future is not None:
             future.set_state(status, info)
 
@@ -99,16 +99,20 @@ class ChunkFuture(Future):
         if exception is None:
             self._fan_out(info)
             return
-        for future in self.calls:  # the chunk failed as a whole (its worker was lost ...)
-            if future is not None:
-                future.set_exception(exception)
+        self._fail_all(exception)  # the chunk failed as a whole (its worker was lost ...)
 
     def _set_cancelled(self) -> bool:
         cancelled = super()._set_cancelled()
-        for future in self.calls:
-            if future is not None:
-                future._set_cancelled()
+        for future in self._waiting():
+            future._set_cancelled()
         return cancelled
+
+    def _waiting(self) -> list[Future]:
+        return [f for f in self.calls if f is not None]
+
+    def _fail_all(self, exception: BaseException) -> None:
+        for future in self._waiting():
+            future.set_exception(exception)
 
     def _fan_out(self, packed: Any, partial: bool = False) -> None:
         try:
@@ -116,12 +120,10 @@ class ChunkFuture(Future):
                 packed = self._wire.unpack_result(packed, task_id=self.id)
             start, outcomes = packed
         except Exception as exc:  # forged, or not ours: the calls fail, never hang
-            for future in self.calls:
-                if future is not None:
-                    future.set_exception(exc)
+            self._fail_all(exc)
             return
         for index, outcome in enumerate(outcomes, start):
-            future = self._call(index)
+            future = self.call_future(index)
             if future is None or future.done():
                 continue
             try:
@@ -138,8 +140,6 @@ class ChunkFuture(Future):
     def call_future(self, index: int) -> Future | None:
         """The Future of call ``index``, if one waits here."""
         return self.calls[index] if 0 <= index < len(self.calls) else None
-
-    _call = call_future
 
     def adopt(self, index: int, future: Future) -> None:
         """Make ``future`` the Future of call ``index`` (``celery.get`` of a call)."""

@@ -168,11 +168,11 @@ def send_map(
         try:
             state.send(messages)
         except BrokerUnavailable as exc:
-            raise unavailable(state, messages, futures, exc) from exc
+            raise unavailable_with_pool(state, messages, futures, exc) from exc
     return state.pool(futures)
 
 
-def unavailable(
+def unavailable_with_pool(
     state: AppState, messages: list[Message], futures: list[Future], exc: BrokerUnavailable
 ) -> BrokerUnavailable:
     """The error of a send the broker did not take whole (a map, a batch): messages

@@ -31,7 +31,6 @@ def ran(broker_url):
 
 def _recorder(broker_url, key, seconds=0.0):
     def record(x):
-        import time
 
         import redis
 
@@ -183,11 +182,10 @@ def test_as_completed_over_ten_thousand_calls_adds_no_thread_per_future(celery, 
 
 
 def test_a_map_of_one_call_is_one_message(celery, m):
-    started = time.monotonic()
+    # its cost against a submit is measured in bench/bulk.py (c), never asserted here
     pool = celery.map(m.add, [20, 22])
+    assert len(pool) == 1 and split_call_id(pool[0].id)[1] == 0
     assert pool.result(timeout=10) == [42]
-    assert time.monotonic() - started < 5
-    assert split_call_id(pool[0].id)[1] == 0
 
 
 def test_starmap_reads_a_generator_once(celery, m):
