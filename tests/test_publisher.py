@@ -84,3 +84,15 @@ def test_a_forked_child_sends_on_a_connection_of_its_own(celery, server):
     os.waitpid(pid, 0)
     celery.submit(faults_app.add, 3, 3)  # the parent's publisher still works
     assert _queued(server) == 3
+
+
+def test_after_a_failed_submit_the_thread_publishes_again(celery, server):
+    from flask_execute import BrokerUnavailable
+
+    celery.submit(faults_app.add, 0, 0)
+    server.stop()
+    with pytest.raises(BrokerUnavailable, match="nothing was published"):
+        celery.submit(faults_app.add, 1, 1)
+    server.start()
+    celery.submit(faults_app.add, 2, 2)  # a new publisher, or the usual way: published
+    assert _queued(server) == 2

@@ -107,7 +107,11 @@ def send_through(
     flushed: one round trip). If the flush fails and the failure proves the message
     never left, the publisher is dropped and the message goes the usual way (a pooled
     producer, kombu's retries) within the same deadline."""
-    future = send_one(state, publisher.producer, message, deadline)  # buffered only
+    try:
+        future = send_one(state, publisher.producer, message, deadline)  # buffered only
+    except BaseException:
+        forget(state, publisher)  # its batch may be left unusable: the next send makes one
+        raise
     deadline.sent.remove(message.task_id)
     deadline.publishing = True
     try:
