@@ -27,6 +27,7 @@ from flask_execute.extension import Celery
 from flask_execute.futures import Future
 from flask_execute.markers import hookimpl
 from flask_execute.pool import FuturePool
+from flask_execute.progress import PoolProgress, Progress
 
 __all__ = [
     "BrokerUnavailable",
@@ -35,6 +36,8 @@ __all__ = [
     "ExecuteError",
     "Future",
     "FuturePool",
+    "PoolProgress",
+    "Progress",
     "SerializationError",
     "ServiceError",
     "SignatureError",

@@ -4,7 +4,8 @@ Every Celery subcommand (``worker``, ``beat``, ``flower``, ``inspect``, ``contro
 ``purge``, ``call`` ...) is passed through untouched to Celery's click CLI, run in this
 process with the Celery app of the Flask app the ``flask`` command loaded (``--app``,
 ``FLASK_APP``, ``app.py``/``wsgi.py``). Two commands are our own: ``cluster`` runs every
-configured local service in the foreground, and ``status`` lists the workers online.
+configured local service in the foreground, ``status`` lists the workers online, and
+``watch`` follows one task's progress to its end.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from flask_execute.cluster import cluster_command
 from flask_execute.discovery import APP_ENV, app_import_path, load_cli_app
 from flask_execute.errors import ConfigurationError
 from flask_execute.runtime import WORKER_ENV, AppState
+from flask_execute.watch import watch_command
 
 if TYPE_CHECKING:
     from flask_execute.extension import Celery
@@ -34,7 +36,7 @@ HELP_OPTIONS = ("-h", "--help")
 EX_UNAVAILABLE = 69
 
 #: Our own commands; every other name is looked up among Celery's.
-_OWN = ("cluster", "status")
+_OWN = ("cluster", "status", "watch")
 
 
 class CeleryGroup(click.Group):
@@ -81,6 +83,7 @@ def celery_group() -> None:
     flask celery worker -n foo@%h      a worker (any `celery worker` option)
     flask celery cluster               every configured service, in the foreground
     flask celery status                the workers online
+    flask celery watch TASK_ID         a task's progress, live, then its result
     flask celery inspect stats         any `celery inspect` command
     flask celery control shutdown      any `celery control` command
     flask celery COMMAND --help        Celery's help for COMMAND
@@ -210,6 +213,7 @@ def status_command(
 
 
 celery_group.add_command(cluster_command)
+celery_group.add_command(watch_command)
 
 
 def _celery_cli() -> click.Group:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import states
 
+from flask_execute.progress import PROGRESS, Progress
+
 if TYPE_CHECKING:
     from celery.result import AsyncResult
 
@@ -89,6 +91,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._owner = owner
         self._celery_state: str = states.PENDING
         self._info: Any = None
+        self._progress: Progress | None = None
         self._progress_callbacks: list[Callable[[Future], Any]] = []
         # Made when the future finishes with done callbacks waiting (an Event costs
         # about a kilobyte; a map holds one Future per call).
@@ -108,6 +111,12 @@ class Future(cf.Future):  # type: ignore[type-arg]
     def info(self) -> Any:
         """The metadata of the last state update, the result, or the exception."""
         return self._info
+
+    @property
+    def progress(self) -> Progress | None:
+        """The last progress the call reported (``current_task.progress(done, total,
+        **meta)``), or ``None`` before the first report; kept once the call is done."""
+        return self._progress
 
     @property
     def task_id(self) -> str:
@@ -266,6 +275,8 @@ class Future(cf.Future):  # type: ignore[type-arg]
                 return
             self._celery_state = state
             self._info = info
+            if state == PROGRESS:
+                self._progress = Progress.from_info(info) or self._progress
         for callback in list(self._progress_callbacks):
             callback(self)
 

@@ -10,6 +10,7 @@ from typing import Any, overload
 from celery import states
 
 from flask_execute.futures import Future, accepts_argument, remaining
+from flask_execute.progress import PoolProgress
 
 
 class FuturePool:
@@ -61,6 +62,13 @@ class FuturePool:
         return str(states.SUCCESS if found <= {states.SUCCESS} else states.PENDING)
 
     status = state
+
+    @property
+    def progress(self) -> PoolProgress:
+        """How far the pool got: calls done out of calls in the pool, a ``fraction``
+        that counts each running call's reported fraction, and the sum of the calls'
+        own reports (:class:`~flask_execute.progress.PoolProgress`)."""
+        return PoolProgress.of((f.done(), f.progress) for f in self.futures)
 
     def running(self) -> bool:
         return any(f.running() for f in self.futures)

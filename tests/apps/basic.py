@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import redis
 from celery.worker.control import control_command, inspect_command
 from flask import Flask, current_app, g
 
@@ -36,6 +37,38 @@ def progress(steps):
         current_task.update_state(state="PROGRESS", meta={"step": i + 1})
         time.sleep(0.2)
     return current_task.id
+
+
+def report_progress(steps, pace=0.15, **meta):
+    """Report each of ``steps`` through ``current_task.progress``, paced slower than
+    the default coalescing interval so that every report is written."""
+    for i in range(1, steps + 1):
+        time.sleep(pace)
+        current_task.progress(i, steps, **meta)
+    return steps
+
+
+def report_tight(count):
+    """Report progress on every step of a tight loop."""
+    for i in range(1, count + 1):
+        current_task.progress(i, count)
+    return count
+
+
+def report_until_released(key, steps):
+    """Report ``steps`` of ``steps + 1``, then wait until ``key`` is pushed in Redis
+    (the run's database) before the last report and the end."""
+    for i in range(1, steps + 1):
+        time.sleep(0.15)
+        current_task.progress(i, steps + 1, stage="working")
+    client = redis.Redis.from_url(current_app.config["CELERY_BROKER_URL"])
+    released = client.blpop([key], timeout=60)
+    current_task.progress(steps + 1, steps + 1, stage="done")
+    return "released" if released else "timed out"
+
+
+def bad_progress(done, total):
+    current_task.progress(done, total)
 
 
 def fail(message):
