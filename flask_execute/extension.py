@@ -13,17 +13,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import os
-import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import celery
 from celery.utils import uuid
-from flask import Flask, current_app, has_app_context
+from flask import Blueprint, Flask, current_app, has_app_context
 
 from flask_execute.batching import Batch, active_batch, open_batch
+from flask_execute.celery_app import CeleryApp, main_name
 from flask_execute.chunk_task import register_chunk_task
 from flask_execute.chunks import send_map
 from flask_execute.config import celery_settings
@@ -91,7 +90,7 @@ class Celery:
         settings = celery_settings(app.config, keys, pm.blocked_config_keys())
         pm.configure_celery(app, settings)
         celery_app = CeleryApp(
-            _main_name(app), task_cls=task_class(self.base_task), set_as_current=False
+            main_name(app), task_cls=task_class(self.base_task), set_as_current=False
         )
         celery_app.conf.update(settings)
         state = AppState(app, pm, celery_app, self)
@@ -232,6 +231,26 @@ class Celery:
         """
         return Options(self, options)
 
+    def blueprint(
+        self,
+        name: str = "flask_execute",
+        *,
+        authorize: Callable[[Future | FuturePool], bool] | None = None,
+        app: Flask | None = None,
+    ) -> Blueprint:
+        """The status endpoint, as a blueprint to register under a prefix of your choice
+        (see :doc:`progress`)::
+
+            app.register_blueprint(celery.blueprint(), url_prefix="/tasks")
+
+        :param name: the blueprint's name, the prefix of its endpoint names.
+        :param authorize: your own check: called with the Future or FuturePool a token
+            names; when it returns a false value, the request gets 404.
+        :param app: the application, when several use this extension.
+        """
+        state = self.state(app)
+        return state.pm.make_blueprint(state.app, name, authorize)
+
     def get(self, task_id: str) -> Future:
         """Return the Future of a task submitted earlier, here or elsewhere.
 
@@ -333,24 +352,6 @@ class Celery:
         return Control(self.celery_app)
 
 
-class CeleryApp(celery.Celery):  # type: ignore[misc]
-    """Celery application of one Flask app.
-
-    Its result backend does not subscribe to each task it publishes (Celery's Redis
-    backend does, for ``AsyncResult.get``): the application's one result listener feeds
-    every Future, and ``AsyncResult.get`` still subscribes on demand.
-    """
-
-    def _get_backend(self) -> Any:
-        backend = super()._get_backend()
-        backend.on_task_call = _no_subscription
-        return backend
-
-
-def _no_subscription(producer: Any, task_id: str) -> None:
-    return None
-
-
 def _pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {key: kwargs.pop(key) for key in SUBMIT_OPTIONS if key in kwargs}
 
@@ -381,13 +382,3 @@ def _message(
     )
     name = display_name(fn)
     return Message(state.run_task, (token,), {}, {"shadow": name, **options}, name, task_id)
-
-
-def _main_name(app: Flask) -> str:
-    # Task names of a script run as `python app.py` must match the worker's, which
-    # imports the same file as a module named after it.
-    if app.import_name == "__main__":
-        file = getattr(sys.modules["__main__"], "__file__", None)
-        if file:
-            return str(os.path.splitext(os.path.basename(file))[0])
-    return str(app.import_name)

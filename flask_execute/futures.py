@@ -52,6 +52,10 @@ class FutureOwner(Protocol):
 
     def refresh(self, task_id: str) -> None: ...
 
+    def task_token(self, task_id: str) -> str: ...
+
+    def pool_token(self, task_ids: list[str]) -> str: ...
+
 
 #: Set while done callbacks run in this thread: waiting there for callbacks (its own
 #: or those queued behind it) could never end.
@@ -93,6 +97,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._info: Any = None
         self._progress: Progress | None = None
         self._progress_callbacks: list[Callable[[Future], Any]] = []
+        self._listeners: dict[object, Callable[[], None]] | None = None  # made on use
         # Made when the future finishes with done callbacks waiting (an Event costs
         # about a kilobyte; a map holds one Future per call).
         self._callbacks_finished: threading.Event | None = None
@@ -117,6 +122,47 @@ class Future(cf.Future):  # type: ignore[type-arg]
         """The last progress the call reported (``current_task.progress(done, total,
         **meta)``), or ``None`` before the first report; kept once the call is done."""
         return self._progress
+
+    @property
+    def token(self) -> str:
+        """A signed, expiring token naming this task, for the status endpoint
+        (``celery.blueprint()``): ``url_for("flask_execute.status", token=f.token)``.
+
+        :raises RuntimeError: a Future made by hand, with no application.
+        """
+        if self._owner is None:
+            raise RuntimeError(f"{self!r} belongs to no application: it has no token")
+        return self._owner.task_token(self.id)
+
+    def subscribe(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn()`` on every change of state and once when done, until the returned
+        function is called to unsubscribe.
+
+        ``fn`` runs on the thread that delivers the change (the result listener), with
+        no application context: it must be quick and must not raise (set an event,
+        queue a message). What the status endpoint's event streams use.
+        """
+        key = object()
+        if self._listeners is None:
+            self._listeners = {}
+        listeners = self._listeners
+        listeners[key] = fn
+
+        def unsubscribe() -> None:
+            listeners.pop(key, None)
+
+        if self.done():
+            fn()
+        return unsubscribe
+
+    def _notify(self) -> None:
+        if not self._listeners:
+            return
+        for fn in list(self._listeners.values()):
+            try:
+                fn()
+            except Exception:
+                logger.exception("flask_execute: listener %r of %r raised", fn, self)
 
     @property
     def task_id(self) -> str:
@@ -163,6 +209,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
+        self._notify()
         self._invoke_callbacks()
         return True
 
@@ -277,6 +324,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
             self._info = info
             if state == PROGRESS:
                 self._progress = Progress.from_info(info) or self._progress
+        self._notify()
         for callback in list(self._progress_callbacks):
             callback(self)
 
@@ -308,6 +356,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
                 else:
                     waiter.add_exception(self)
             self._condition.notify_all()
+        self._notify()
         self._invoke_callbacks()
 
 

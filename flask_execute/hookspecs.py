@@ -38,7 +38,7 @@ from flask_execute.markers import hookspec
 
 if TYPE_CHECKING:
     import celery
-    from flask import Flask
+    from flask import Blueprint, Flask
 
     from flask_execute.futures import Future
     from flask_execute.listener import ResultSource
@@ -205,6 +205,27 @@ def flask_execute_make_result_source(app: Flask) -> ResultSource:
 
     First result wins; required. Called once, when the first Future needs it; the
     source hands what it sees to ``AppState.of(app).futures.deliver``.
+    """
+
+
+@hookspec(firstresult=True)
+def flask_execute_make_blueprint(
+    app: Flask, name: str, authorize: Callable[[Any], bool] | None
+) -> Blueprint:
+    """Build the status blueprint that ``celery.blueprint()`` returns.
+
+    :param app: the Flask application the extension serves.
+    :param name: the blueprint's name (endpoints are ``<name>.status``,
+        ``<name>.events``, ``<name>.cancel`` and ``<name>.script``).
+    :param authorize: the application's own check, called with the
+        :class:`~flask_execute.Future` or :class:`~flask_execute.FuturePool` a token
+        names; a false answer must be served like an unknown token (404).
+    :return: a :class:`flask.Blueprint` serving the status endpoint for tokens made by
+        ``future.token`` / ``pool.token``.
+
+    First result wins. The default ``status`` plugin serves JSON, server-sent events,
+    cancel and its JavaScript helper; with no answer, ``celery.blueprint()`` raises
+    :exc:`~flask_execute.ConfigurationError`.
     """
 
 

@@ -22,7 +22,7 @@ from flask_execute.markers import NAME
 
 if TYPE_CHECKING:
     import celery
-    from flask import Flask
+    from flask import Blueprint, Flask
 
     from flask_execute.futures import Future
     from flask_execute.listener import ResultSource
@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("beat", "flask_execute.plugins.beat"),
     ("tasks", "flask_execute.plugins.tasks"),
     ("scheduling", "flask_execute.plugins.scheduling"),
+    ("status", "flask_execute.plugins.status"),
 )
 
 #: First-result hooks the core cannot work without, with the default plugin that
@@ -69,6 +70,7 @@ _DEFAULT_ANSWERS: dict[str, str] = {
     **REQUIRED_HOOKS,
     "flask_execute_spawn_service": "services",
     "flask_execute_make_schedule": "scheduling",
+    "flask_execute_make_blueprint": "status",
 }
 
 
@@ -216,6 +218,15 @@ class PluginManager(pluggy.PluginManager):
             "flask_execute_make_result_source", self.hook.flask_execute_make_result_source(app=app)
         )
         return source
+
+    def make_blueprint(
+        self, app: Flask, name: str, authorize: Callable[[Any], bool] | None
+    ) -> Blueprint:
+        blueprint: Blueprint = self._answer(
+            "flask_execute_make_blueprint",
+            self.hook.flask_execute_make_blueprint(app=app, name=name, authorize=authorize),
+        )
+        return blueprint
 
     # -- services ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ class FuturePool:
 
     def __init__(self, futures: Iterable[Future] = ()) -> None:
         self.futures: list[Future] = list(futures)
+        self._token: str | None = None
 
     def add(self, future: Future) -> None:
         """Add one more future to the pool."""
@@ -62,6 +63,21 @@ class FuturePool:
         return str(states.SUCCESS if found <= {states.SUCCESS} else states.PENDING)
 
     status = state
+
+    @property
+    def token(self) -> str:
+        """A signed, expiring token naming the pool, for the status endpoint
+        (``celery.blueprint()``). The first use saves the calls' ids in the result
+        backend as a Celery group result (one write), so the token stays short.
+
+        :raises RuntimeError: the pool is empty or its Futures were made by hand.
+        """
+        if self._token is None:
+            owner = self.futures[0]._owner if self.futures else None
+            if owner is None:
+                raise RuntimeError(f"{self!r} belongs to no application: it has no token")
+            self._token = owner.pool_token([f.id for f in self.futures])
+        return self._token
 
     @property
     def progress(self) -> PoolProgress:

@@ -21,6 +21,7 @@ from celery.utils import uuid
 
 from flask_execute.markers import NAME
 from flask_execute.signing import Signer, signing_keys
+from flask_execute.status_tokens import StatusTokens
 from flask_execute.tracking import Tracker
 from flask_execute.wire import Wire
 
@@ -105,6 +106,7 @@ class AppState:
         self.in_worker = os.environ.get(WORKER_ENV) == "1"
         self.futures = Tracker(self)
         self._wire: Wire | None = None
+        self._tokens: StatusTokens | None = None
         # (answer,) once the plugins were asked: None is an answer too (services off).
         self._supervisor: tuple[Supervisor | None] | None = None
         self._prepared = False
@@ -129,6 +131,13 @@ class AppState:
         if self._wire is None:
             self._wire = Wire(self.pm.make_serializer(self.app), Signer(signing_keys(self.app)))
         return self._wire
+
+    @property
+    def status_tokens(self) -> StatusTokens:
+        """Makes and opens the tokens that name tasks over HTTP (``future.token``)."""
+        if self._tokens is None:
+            self._tokens = StatusTokens(signing_keys(self.app), self.app.name)
+        return self._tokens
 
     @property
     def eager(self) -> bool:

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from celery import states
+from celery.result import GroupResult
+from celery.utils import uuid
 
 from flask_execute.chunk_future import CancelMarks, ChunkFuture
 from flask_execute.chunk_ids import call_id, split_call_id
@@ -261,6 +263,18 @@ class Tracker:
 
     def async_result(self, task_id: str) -> AsyncResult:
         return self.state.celery_app.AsyncResult(task_id)
+
+    def task_token(self, task_id: str) -> str:
+        """The status token of task ``task_id`` (``future.token``)."""
+        return self.state.status_tokens.make("task", task_id)
+
+    def pool_token(self, task_ids: list[str]) -> str:
+        """Save ``task_ids`` as a Celery group result and return its status token
+        (``pool.token``); the group expires with the results."""
+        celery_app = self.state.celery_app
+        group = GroupResult(uuid(), [celery_app.AsyncResult(i) for i in task_ids], app=celery_app)
+        group.save()
+        return self.state.status_tokens.make("pool", str(group.id))
 
     def run_callback(self, fn: Callable[[], None]) -> None:
         """Run a callback in the app context, off the result listener's thread."""

@@ -182,6 +182,16 @@ def test_blocking_appcontext():
     assert Celery(app_blocking("appcontext")).submit(inside).result(timeout=5) == (False, False)
 
 
+def test_blocking_status():
+    app = app_blocking("status", SECRET_KEY="test-secret-key-of-32-bytes-or-more")
+    celery = Celery(app)
+    with pytest.raises(ConfigurationError, match=r"flask_execute_make_blueprint.*'status'"):
+        celery.blueprint()
+    future = celery.submit(pow, 2, 3)
+    assert future.result(timeout=5) == 8 and future.token  # tokens still work
+    assert "CELERY_STATUS_RESULTS" not in app.config
+
+
 def test_blocking_tasks():
     celery = Celery(app_blocking("tasks"))
 

@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 from celery import schedules
-from flask import Flask
+from flask import Blueprint, Flask
 
 from flask_execute import Celery, ConfigurationError, Future, FuturePool, ServiceError, hookimpl
 from flask_execute.runtime import AppState
@@ -198,6 +198,21 @@ def test_hook_make_pool():
     celery = Celery(eager_app(), plugins=[FuturesPlugin()])
     pool = celery.map(pow, [2, 2], [3, 2])
     assert pool.tag == "custom-pool" and pool.result() == [4, 9]
+
+
+class BlueprintPlugin:
+    @hookimpl
+    def flask_execute_make_blueprint(self, app, name, authorize):
+        blueprint = Blueprint(name, __name__)
+        blueprint.add_url_rule("/<token>", "status", lambda token: {"mine": token})
+        return blueprint
+
+
+def test_hook_make_blueprint():
+    app = eager_app(SECRET_KEY="test-secret-key-of-32-bytes-or-more")
+    celery = Celery(app, plugins=[BlueprintPlugin()])
+    app.register_blueprint(celery.blueprint("mine"), url_prefix="/tasks")
+    assert app.test_client().get("/tasks/x").get_json() == {"mine": "x"}
 
 
 class RecordingSource:
