@@ -7,6 +7,7 @@ Redis database as the flask_execute side, with JSON serializers (Celery's defaul
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from celery import Celery
 
@@ -22,3 +23,11 @@ app.conf.update(task_default_queue=QUEUE, broker_connection_retry_on_startup=Tru
 @app.task
 def add(x: int, y: int) -> int:
     return x + y
+
+
+@app.task(bind=True)
+def report_loop(self: Any, n: int) -> int:
+    """Report progress on every step, as raw Celery does it: one write each."""
+    for i in range(1, n + 1):
+        self.update_state(state="PROGRESS", meta={"done": i, "total": n})
+    return n
