@@ -86,16 +86,18 @@ def follow(future: Future, view: ProgressView, timeout: float | None) -> bool:
     """Redraw ``view`` on every change of ``future`` until it is done (``False`` if
     ``timeout`` seconds passed first)."""
     changed = threading.Event()
-    future.add_progress_callback(changed.set)
-    future.add_done_callback(changed.set)
+    unsubscribe = future.subscribe(changed.set)
     deadline = None if timeout is None else time.monotonic() + timeout
-    while not future.done():
-        left = REDRAW if deadline is None else min(REDRAW, deadline - time.monotonic())
-        if left <= 0:
-            return False
-        changed.wait(left)
-        changed.clear()
-        view.show(future.progress)
+    try:
+        while not future.done():
+            left = REDRAW if deadline is None else min(REDRAW, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            changed.wait(left)
+            changed.clear()
+            view.show(future.progress)
+    finally:
+        unsubscribe()
     view.show(future.progress)
     return True
 
