@@ -238,7 +238,9 @@ def idle_streams(fe: ModuleType, broker: str, tmp: Path, count: int) -> list[Row
     try:
         future = fe.celery.submit(fe.hold, key)
         path = f"/tasks/{future.token}/events"
-        helpers.wait_for(lambda: _answers(port), 60, message="the web process")
+        helpers.wait_for(
+            lambda: helpers.http_answers(port, "/tasks/watch.js"), 60, message="the web process"
+        )
         sockets.append(open_stream(port, path))
         process = psutil.Process(web.pid)
         base_rss, base_threads = process.memory_info().rss, process.num_threads()
@@ -271,15 +273,6 @@ def idle_streams(fe: ModuleType, broker: str, tmp: Path, count: int) -> list[Row
             "info",
         ),
     ]
-
-
-def _answers(port: int) -> bool:
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        connection.request("GET", "/tasks/watch.js")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -249,6 +249,18 @@ def free_port() -> int:
         return port
 
 
+def http_answers(port: int, path: str) -> bool:
+    """Whether ``GET path`` on 127.0.0.1:``port`` answers 200 (a web process is up)."""
+    import http.client
+
+    try:
+        connection = http.client.HTTPConnection(REDIS_HOST, port, timeout=2)
+        connection.request("GET", path)
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+
+
 class PrivateRedis:
     """A ``redis-server`` of the test's own, on a free port, with its own folder.
 

@@ -247,7 +247,7 @@ def test_idle_streams_send_heartbeats_and_a_gone_client_is_unsubscribed(sa, m, g
     helpers.wait_for(lambda: not future._listeners, 20)
 
 
-def test_another_web_process_serves_the_same_token(sa, m, gate, tmp_path):
+def test_another_web_process_serves_the_same_token(sa, celery, m, gate, tmp_path):
     release, key = gate
     future = sa.celery.submit(m.report_until_released, key, 2)
     port = helpers.free_port()
@@ -257,7 +257,7 @@ def test_another_web_process_serves_the_same_token(sa, m, gate, tmp_path):
         log=tmp_path / "web.log",
     )
     try:
-        helpers.wait_for(lambda: _answers(port), 30)
+        helpers.wait_for(lambda: helpers.http_answers(port, "/tasks/watch.js"), 30)
         connection, events = open_stream(port, f"/tasks/{future.token}/events")
         name, data = next(events)
         assert name == "progress" and json.loads(data)["id"] == future.id
@@ -267,15 +267,6 @@ def test_another_web_process_serves_the_same_token(sa, m, gate, tmp_path):
         connection.close()
     finally:
         helpers.stop_process_tree(proc)
-
-
-def _answers(port: int) -> bool:
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        connection.request("GET", "/tasks/watch.js")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
 
 
 def _keys(app: Flask) -> list[bytes]:
