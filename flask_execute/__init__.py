@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_execute.completion import as_completed
 from flask_execute.context import current_task
 from flask_execute.errors import (
     BrokerUnavailable,
@@ -43,6 +44,7 @@ __all__ = [
     "SignatureError",
     "TaskFailed",
     "UnknownTaskError",
+    "as_completed",
     "current_task",
     "hookimpl",
 ]

@@ -2,7 +2,8 @@
 
 A :class:`Future` is a real :class:`concurrent.futures.Future`, resolved by the
 application's one result listener (no thread or polling per future), so
-``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future`` accept it.
+``concurrent.futures.wait``, ``as_completed`` and ``asyncio.wrap_future`` accept it,
+and ``await future`` works without any of them (see :mod:`flask_execute.aio`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import states
 
+from flask_execute import aio
 from flask_execute.progress import PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -60,6 +62,11 @@ class FutureOwner(Protocol):
 #: Set while done callbacks run in this thread: waiting there for callbacks (its own
 #: or those queued behind it) could never end.
 _in_callbacks = threading.local()
+
+
+def in_callbacks() -> bool:
+    """Whether done callbacks are running in this thread."""
+    return bool(getattr(_in_callbacks, "active", False))
 
 
 def accepts_argument(fn: Callable[..., Any]) -> bool:
@@ -102,6 +109,10 @@ class Future(cf.Future):  # type: ignore[type-arg]
         # about a kilobyte; a map holds one Future per call).
         self._callbacks_finished: threading.Event | None = None
         self._state = RUNNING
+
+    #: Internal wake-ups for ``await`` and ``as_completed`` (see :meth:`_on_settled`);
+    #: a class default, so a future no one awaits carries no list.
+    _settle_hooks: list[Callable[[], None]] | None = None
 
     # -- Celery's view -----------------------------------------------------------------
 
@@ -289,6 +300,8 @@ class Future(cf.Future):  # type: ignore[type-arg]
         callbacks: list[Callable[[], None]] = list(self._done_callbacks)  # type: ignore[arg-type]
         if callbacks:
             self._run_callbacks(callbacks, self._callbacks_finished)
+        else:
+            self._settle()
 
     def _expect_callbacks(self) -> None:
         # Under the lock, before waiters wake: result() must find the event to wait on.
@@ -307,11 +320,62 @@ class Future(cf.Future):  # type: ignore[type-arg]
                 _in_callbacks.active = False
                 if finished is not None:
                     finished.set()
+                    self._settle()
 
         if not callbacks or self._owner is None:
             job()
         else:
             self._owner.run_callback(job)
+
+    # -- await, and the internal wake-ups behind it ------------------------------------
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await future``: the result or the task's exception, as :meth:`result`.
+
+        No thread waits: the future wakes the event loop when it settles. Cancelling
+        the awaiting coroutine leaves the task running (:meth:`cancel` revokes it). A
+        revoked task raises :exc:`concurrent.futures.CancelledError`, as :meth:`result`
+        does: an :exc:`asyncio.CancelledError` would read as the awaiting coroutine's
+        own cancellation.
+        """
+        return aio.outcome(self).__await__()
+
+    # Await and as_completed wake through these, not add_done_callback: a done callback
+    # runs in the app context on the callback thread (started for it), queued behind slow
+    # user callbacks. A hook is one quick call (call_soon_threadsafe, a queue put) from
+    # the thread that settles the future.
+
+    def _on_settled(self, hook: Callable[[], None]) -> bool:
+        """Call ``hook()`` once done and once the done callbacks added before then have
+        finished (``await`` keeps :meth:`result`'s promise); it must never block.
+
+        :return: ``False``, and ``hook`` is not kept, if the future has settled already.
+        """
+        with self._condition:
+            finished = self._callbacks_finished
+            if self._state in (CANCELLED_AND_NOTIFIED, FINISHED) and (
+                finished is None or finished.is_set()
+            ):
+                return False
+            self._settle_hooks = [*(self._settle_hooks or ()), hook]
+            return True
+
+    def _off_settled(self, hook: Callable[[], None]) -> None:
+        """Forget ``hook`` (its waiter gave up) unless it was called already."""
+        with self._condition:
+            if self._settle_hooks and hook in self._settle_hooks:
+                self._settle_hooks.remove(hook)
+
+    def _settle(self) -> None:
+        # Taken under the lock: a hook offered after this finds the future settled and
+        # is not kept, so each hook is called exactly once.
+        with self._condition:
+            hooks, self._settle_hooks = self._settle_hooks, None
+        for hook in hooks or ():
+            try:
+                hook()
+            except Exception:  # a waker must never break the listener thread
+                logger.exception("flask_execute: wake-up of %r failed", self)
 
     # -- resolution, by the result source ----------------------------------------------
 

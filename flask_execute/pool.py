@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, overload
 
 from celery import states
 
+from flask_execute import aio
 from flask_execute.futures import Future, accepts_argument, remaining
 from flask_execute.progress import PoolProgress
 
@@ -19,6 +20,7 @@ class FuturePool:
     Iterates, indexes and measures like a list of :class:`Future`. ``done()`` is true
     when all are done; ``running()`` and ``cancelled()`` when any is; ``result()``
     returns the list of results; ``exception()`` the first exception, if any.
+    ``await pool`` is ``result()`` for asyncio code.
     """
 
     def __init__(self, futures: Iterable[Future] = ()) -> None:
@@ -111,6 +113,12 @@ class FuturePool:
         deadline = None if timeout is None else time.monotonic() + timeout
         for future in self.futures:
             yield future.result(remaining(deadline))
+
+    def __await__(self) -> Generator[Any, None, list[Any]]:
+        """``await pool``: the list of results in order, as :meth:`result`, raising the
+        exception of the first call that failed, in submission order. No thread waits
+        (see :meth:`Future.__await__ <flask_execute.Future.__await__>`)."""
+        return aio.outcomes(self.futures).__await__()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait for every task (``timeout`` bounds the whole wait) and return the
