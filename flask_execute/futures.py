@@ -9,7 +9,6 @@ and ``await future`` works without any of them (see :mod:`flask_execute.aio`).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import inspect
 import logging
 import threading
 import time
@@ -20,63 +19,31 @@ from concurrent.futures._base import (
     FINISHED,
     RUNNING,
 )
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from celery import states
 
 from flask_execute import aio
+from flask_execute.future_support import (
+    FutureOwner,
+    FutureTimeout,
+    _in_callbacks,
+    accepts_argument,
+    in_callbacks,
+    remaining,
+)
 from flask_execute.progress import PROGRESS, Progress
 
-if TYPE_CHECKING:
-    from celery.result import AsyncResult
+__all__ = [
+    "Future",
+    "FutureOwner",
+    "FutureTimeout",
+    "accepts_argument",
+    "in_callbacks",
+    "remaining",
+]
 
 logger = logging.getLogger("flask_execute")
-
-_TIMEOUT_IS_BUILTIN: bool = getattr(cf, "TimeoutError") is TimeoutError  # noqa: B009
-
-
-if _TIMEOUT_IS_BUILTIN:
-    FutureTimeout = TimeoutError
-else:  # Python 3.10: concurrent.futures has its own TimeoutError
-
-    class FutureTimeout(cf.TimeoutError, TimeoutError):  # type: ignore[no-redef,misc]
-        """Raised by ``result(timeout)``: both the builtin and the futures TimeoutError."""
-
-
-class FutureOwner(Protocol):
-    """What a Future needs from its application (see :class:`~flask_execute.runtime.AppState`)."""
-
-    def revoke(self, task_id: str, *, terminate: bool) -> None: ...
-
-    def run_callback(self, fn: Callable[[], None]) -> None: ...
-
-    def async_result(self, task_id: str) -> AsyncResult: ...
-
-    def refresh(self, task_id: str) -> None: ...
-
-    def task_token(self, task_id: str) -> str: ...
-
-    def pool_token(self, task_ids: list[str]) -> str: ...
-
-
-#: Set while done callbacks run in this thread: waiting there for callbacks (its own
-#: or those queued behind it) could never end.
-_in_callbacks = threading.local()
-
-
-def in_callbacks() -> bool:
-    """Whether done callbacks are running in this thread."""
-    return bool(getattr(_in_callbacks, "active", False))
-
-
-def accepts_argument(fn: Callable[..., Any]) -> bool:
-    try:
-        inspect.signature(fn).bind(None)
-    except TypeError:
-        return False
-    except ValueError:  # no signature (some builtins): assume the standard protocol
-        return True
-    return True
 
 
 class Future(cf.Future):  # type: ignore[type-arg]
@@ -422,7 +389,3 @@ class Future(cf.Future):  # type: ignore[type-arg]
             self._condition.notify_all()
         self._notify()
         self._invoke_callbacks()
-
-
-def remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
