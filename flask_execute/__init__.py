@@ -29,6 +29,7 @@ from flask_execute.futures import Future
 from flask_execute.markers import hookimpl
 from flask_execute.pool import FuturePool
 from flask_execute.progress import PoolProgress, Progress
+from flask_execute.stream_future import StreamFuture
 
 __all__ = [
     "BrokerUnavailable",
@@ -42,6 +43,7 @@ __all__ = [
     "SerializationError",
     "ServiceError",
     "SignatureError",
+    "StreamFuture",
     "TaskFailed",
     "UnknownTaskError",
     "as_completed",

@@ -22,6 +22,7 @@ from flask_execute.chunk_future import CancelMarks, ChunkFuture
 from flask_execute.chunk_ids import call_id
 from flask_execute.errors import BrokerUnavailable
 from flask_execute.runtime import Message, display_name
+from flask_execute.stream_future import streams
 from flask_execute.tasks import due_time
 
 if TYPE_CHECKING:
@@ -163,6 +164,11 @@ def send_map(
     """
     if not callable(fn):
         raise TypeError(f"map() needs a callable as its first argument, not {fn!r}")
+    if streams(fn):
+        raise TypeError(
+            f"map() cannot stream the results of {fn!r}, a generator function: submit "
+            "each call with celery.submit() to stream it, or return a list"
+        )
     messages, futures = pack_map(state, fn, calls, kwargs, options, chunksize)
     if messages:
         try:

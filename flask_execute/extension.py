@@ -37,6 +37,7 @@ from flask_execute.pool import FuturePool
 from flask_execute.registry import TaskRegistry
 from flask_execute.runtime import AppState, Message, display_name
 from flask_execute.schedules import ScheduleRegistry
+from flask_execute.stream_future import check_stream_backend, streams
 from flask_execute.tasks import due_time, register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
@@ -166,7 +167,12 @@ class Celery:
         """
         state = self.state()
         batch = active_batch(state)
-        if batch is not None and callable(fn) and set(options) <= set(PUBLISH_OPTIONS):
+        if (
+            batch is not None
+            and callable(fn)
+            and not streams(fn)  # a stream is sent at once: its items are read as they come
+            and set(options) <= set(PUBLISH_OPTIONS)
+        ):
             return batch.submit(fn, tuple(args), kwargs or {}, options)
         return state.send([_message(state, fn, tuple(args), kwargs or {}, options)])[0]
 
@@ -381,4 +387,9 @@ def _message(
         limit=state.app.config["CELERY_MAX_PAYLOAD"],
     )
     name = display_name(fn)
-    return Message(state.run_task, (token,), {}, {"shadow": name, **options}, name, task_id)
+    options = {"shadow": name, **options}
+    if streams(fn):  # a generator function: its items are read as they come
+        check_stream_backend(state.celery_app.backend, state.eager)
+        future = state.futures.stream_future(task_id, name)
+        return Message(state.run_task, (token,), {"stream": True}, options, name, task_id, future)
+    return Message(state.run_task, (token,), {}, options, name, task_id)

@@ -19,6 +19,7 @@ from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
 from celery.utils.time import maybe_iso8601, maybe_make_aware
 
 from flask_execute.runtime import RUN_TASK, Message
+from flask_execute.streams import STREAM_ATTRIBUTE, StreamEnd, drain, stream_writer
 
 if TYPE_CHECKING:
     from flask_execute.runtime import AppState
@@ -108,6 +109,11 @@ class TaskMixin:
         """Celery's ``retry``; the run task re-signs its call token for the retry, so
         the token's age counts from the retry's due time, not the first submission."""
         request = self.request  # type: ignore[attr-defined]
+        if getattr(request, STREAM_ATTRIBUTE, None):
+            raise RuntimeError(
+                "current_task.retry() cannot retry a streamed call: the items it yielded "
+                "are out already and would come twice. Retry inside the generator"
+            )
         if getattr(request, CHUNK_ATTRIBUTE, None):
             raise RuntimeError(
                 "current_task.retry() cannot retry one call of celery.map(): the call "
@@ -151,7 +157,7 @@ def task_class(base: type[celery.Task]) -> type[celery.Task]:
 def register_run_task(state: AppState) -> celery.Task:
     """Register the task that unpacks and runs submitted functions on ``state``'s app."""
 
-    def run(task: celery.Task, token: str) -> dict[str, str]:
+    def run(task: celery.Task, token: str, stream: bool = False) -> dict[str, str]:
         wire, config = state.wire, state.app.config
         # Bound to the id this message runs under (a copy re-sent under another id is
         # refused) and to an age (a stale copy is refused), before anything is unpickled.
@@ -160,13 +166,21 @@ def register_run_task(state: AppState) -> celery.Task:
         fn, args, kwargs = wire.unpack_call(token, task_id=task_id, max_age=max_age)
         limit = config["CELERY_MAX_PAYLOAD"]
         try:
-            value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **kwargs))
+            call = (lambda: run_stream(task, fn(*args, **kwargs))) if stream else None
+            value = state.pm.run_task(
+                app=state.app, task=task, run=call or (lambda: fn(*args, **kwargs))
+            )
             result = wire.pack_result(value, task_id=task_id, limit=limit)
         except _CONTROL_FLOW:
             raise
         except Exception as exc:
             raise wire.pack_error(exc, task_id=task_id, limit=limit) from None
         return result
+
+    def run_stream(task: celery.Task, generator: Any) -> StreamEnd:
+        # Inside the run_task hook: the generator's body runs in the app context.
+        setattr(task.request, STREAM_ATTRIBUTE, True)
+        return drain(generator, stream_writer(task, state.wire, state.app.config))
 
     register = state.celery_app.task(
         name=RUN_TASK, bind=True, typing=False, shared=False, lazy=False, runs_hook_itself=True

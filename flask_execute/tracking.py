@@ -15,12 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from celery import states
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.result import GroupResult
 from celery.utils import uuid
 
 from flask_execute.chunk_future import CancelMarks, ChunkFuture
 from flask_execute.chunk_ids import call_id, split_call_id
 from flask_execute.errors import RemoteError, UnknownTaskError
+from flask_execute.stream_future import StreamFuture
+from flask_execute.streams import STREAM, StreamEnd, batch_binding, batch_key
 
 if TYPE_CHECKING:
     from celery.result import AsyncResult
@@ -151,7 +154,10 @@ class Tracker:
             return
         try:
             if status == states.SUCCESS:
-                future.set_result(self.state.wire.unpack_result(result, task_id=future.id))
+                value = self.state.wire.unpack_result(result, task_id=future.id)
+                if isinstance(value, StreamEnd) and not isinstance(future, StreamFuture):
+                    value = value.value  # a stream's outcome, for a Future made without one
+                future.set_result(value)
                 return
             error = self.decode_exception(result, future.id)
         except Exception as exc:  # a forged result or one that cannot be rebuilt
@@ -200,7 +206,10 @@ class Tracker:
                 f"no task with id {task_id!r}: it was never submitted to this broker, or "
                 "its result expired (result_expires)."
             )
-        future = self.state.pm.make_future(self.state.app, task_id, meta.get("name"))
+        if meta.get("status") == STREAM or self.read_batch(task_id, 0) is not None:
+            future: Future = self.stream_future(task_id, meta.get("name"))
+        else:
+            future = self.state.pm.make_future(self.state.app, task_id, meta.get("name"))
         self._pending[task_id] = future
         source.watch(task_id)
         self.deliver(task_id, meta)
@@ -263,6 +272,24 @@ class Tracker:
 
     def async_result(self, task_id: str) -> AsyncResult:
         return self.state.celery_app.AsyncResult(task_id)
+
+    def stream_future(self, task_id: str, name: str | None) -> StreamFuture:
+        """The Future of a submitted generator function, reading its items here."""
+        return StreamFuture(task_id, self, name, lambda index: self.read_batch(task_id, index))
+
+    def read_batch(self, task_id: str, index: int) -> list[Any] | None:
+        """The items of batch ``index`` of stream ``task_id``, ``None`` if there is no
+        such batch (see :mod:`flask_execute.streams`)."""
+        backend = self.state.celery_app.backend
+        if not isinstance(backend, BaseKeyValueStoreBackend):
+            return None  # it holds no streams (submit refuses them there)
+        raw = backend.get(batch_key(backend, task_id, index))
+        if not raw:
+            return None
+        items: list[Any] = self.state.wire.unpack_result(
+            backend.decode(raw), task_id=batch_binding(task_id, index)
+        )
+        return items
 
     def task_token(self, task_id: str) -> str:
         """The status token of task ``task_id`` (``future.token``)."""

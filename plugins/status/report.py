@@ -9,6 +9,7 @@ from celery import states
 
 from flask_execute.futures import Future
 from flask_execute.pool import FuturePool
+from flask_execute.stream_future import StreamFuture
 
 #: Celery states that mean a call is running rather than waiting (custom states count
 #: as running too: only a running task sets them).
@@ -36,14 +37,32 @@ def task_report(future: Future, *, results: bool) -> dict[str, Any]:
     if error is not None:
         report["error"] = {"type": type(error).__name__, "message": str(error)}
     elif results:
-        value = future.result(0)
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            report["result_type"] = f"{type(value).__module__}.{type(value).__qualname__}"
-        else:
-            report["result"] = value
+        report.update(as_json(future.result(0), "result"))
     return report
+
+
+def as_json(value: Any, key: str) -> dict[str, Any]:
+    """``{key: value}`` if ``value`` is JSON-serializable, else ``{key: None,
+    key + "_type": "<module>.<type>"}``: never more than its type's name."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {key: None, f"{key}_type": f"{type(value).__module__}.{type(value).__qualname__}"}
+    return {key: value}
+
+
+def item_events(
+    future: Future, cursor: tuple[int, int], results: bool
+) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    """The items a streamed call yielded since ``cursor`` (``(batch, index)``), as
+    ``{"index", "item"}`` event data, and the cursor after them; none for another
+    Future, or with results turned off."""
+    if not results or not isinstance(future, StreamFuture):
+        return [], cursor
+    batch, index = cursor
+    items, batch = future.items_from(batch)
+    events = [{"index": index + i, **as_json(item, "item")} for i, item in enumerate(items)]
+    return events, (batch, index + len(items))
 
 
 def pool_report(pool: FuturePool, group_id: str) -> dict[str, Any]:

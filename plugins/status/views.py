@@ -22,7 +22,7 @@ from flask_execute.futures import Future
 from flask_execute.pool import FuturePool
 from flask_execute.runtime import AppState
 
-from .report import pool_report, task_report
+from .report import item_events, pool_report, task_report
 
 #: What ``authorize`` receives: the Future or the FuturePool a token names.
 Target = Future | FuturePool
@@ -32,11 +32,17 @@ SCRIPT = files(__package__).joinpath("watch.js").read_text(encoding="utf-8")
 
 
 class Watched:
-    """What a token names, opened: its Futures and how to report on them."""
+    """What a token names, opened: its Futures and how to report on them.
 
-    def __init__(self, target: Target, report: Callable[[], dict[str, Any]]) -> None:
+    :param results: whether results (and a stream's items) may be shown.
+    """
+
+    def __init__(
+        self, target: Target, report: Callable[[], dict[str, Any]], results: bool = False
+    ) -> None:
         self.target = target
         self.report = report
+        self.results = results
 
     @property
     def futures(self) -> list[Future]:
@@ -99,7 +105,7 @@ def _task(state: AppState, task_id: str, *, results: bool) -> Watched | None:
         future = state.futures.get(task_id)
     except UnknownTaskError:
         return None
-    return Watched(future, lambda: task_report(future, results=results))
+    return Watched(future, lambda: task_report(future, results=results), results)
 
 
 def _pool(state: AppState, group_id: str) -> Watched | None:
@@ -115,17 +121,23 @@ def _pool(state: AppState, group_id: str) -> Watched | None:
 
 
 def stream(watched: Watched, heartbeat: float) -> Iterator[str]:
-    """Server-sent events: the report now, one ``progress`` event per change, a final
-    ``done`` event, then the end; a comment every ``heartbeat`` seconds while nothing
-    changes (it keeps proxies from closing the connection, and a disconnected client
-    is noticed at the next write). Unsubscribed however it ends."""
+    """Server-sent events: the report now, one ``progress`` event per change, an
+    ``item`` event per item a streamed call yields, a final ``done`` event, then the
+    end; a comment every ``heartbeat`` seconds while nothing changes (it keeps proxies
+    from closing the connection, and a disconnected client is noticed at the next
+    write). Unsubscribed however it ends."""
     changed = threading.Event()
     unsubscribe = [future.subscribe(changed.set) for future in watched.futures]
+    cursor = (0, 0)
     try:
         last: dict[str, Any] | None = None
         while True:
             changed.clear()  # before reading: a change from now on wakes the wait below
-            report = watched.report()
+            report = watched.report()  # before the items: a done report follows them all
+            if isinstance(watched.target, Future):
+                items, cursor = item_events(watched.target, cursor, watched.results)
+                for item in items:
+                    yield _event("item", item)
             if report != last:
                 last = report
                 yield _event("done" if report["done"] else "progress", report)

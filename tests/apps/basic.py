@@ -67,6 +67,26 @@ def report_until_released(key, steps):
     return "released" if released else "timed out"
 
 
+def count_up(n, key=None):
+    """Yield 0 .. n - 1 (a stream); with ``key``, wait after the first item until it
+    is pushed in Redis (the run's database)."""
+    for i in range(n):
+        yield i
+        if key and i == 0:
+            redis.Redis.from_url(current_app.config["CELERY_BROKER_URL"]).blpop([key], 60)
+    return f"counted {n}"
+
+
+def stream_then_fail(n):
+    yield from range(n)
+    raise ValueError("the stream broke")
+
+
+def stream_retry():
+    yield 1
+    current_task.retry(countdown=0)
+
+
 def bad_progress(done, total):
     current_task.progress(done, total)
 
