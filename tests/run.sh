@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install flask_execute with its test tools into .venv, make sure Redis answers on
-# 127.0.0.1:6379 (starting it, installing it if needed), then run the test suite.
+# 127.0.0.1:6379 (starting it, installing it if needed) and that Chromium and its
+# driver are there for the browser tests (installing them if needed), then run the
+# test suite.
 # Extra arguments go to pytest: bash tests/run.sh -k futures -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,11 @@ if ! redis_answers; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''
   for _ in $(seq 50); do redis_answers && break; sleep 0.2; done
   redis_answers || { echo "Redis did not start" >&2; exit 1; }
+fi
+
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "Chromium is not installed: installing chromium and chromium-driver with apt-get" >&2
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
 fi
 
 exec .venv/bin/python -m pytest "$@"

@@ -11,7 +11,8 @@
  *   job.close();    // stop watching
  *
  * Server-sent events (<url>/events) when the browser has EventSource, else, or when
- * the stream fails, polling <url> every `interval` milliseconds (default 1000).
+ * the stream fails, polling <url> every `interval` milliseconds (default 1000). An
+ * error thrown by a handler does not stop the watch; it is rethrown on its own.
  * Plain JavaScript, no framework, no build step.
  */
 (function (global) {
@@ -26,6 +27,22 @@
         }
         return response.json();
       });
+  }
+
+  // A handler's own error must not stop the watch (an onProgress that throws would
+  // never see onDone, and polling would go on): it is thrown later, uncaught, so it
+  // still shows in the console.
+  function call(handler, value) {
+    if (!handler) {
+      return;
+    }
+    try {
+      handler(value);
+    } catch (error) {
+      global.setTimeout(function () {
+        throw error;
+      }, 0);
+    }
   }
 
   function watch(url, handlers) {
@@ -48,23 +65,19 @@
     }
 
     function fail(error) {
-      if (handlers.onError) {
-        handlers.onError(error);
-      }
+      call(handlers.onError, error);
     }
 
     function report(status) {
       if (closed) {
         return;
       }
-      if (handlers.onProgress) {
-        handlers.onProgress(status);
-      }
       if (status.done) {
         close();
-        if (handlers.onDone) {
-          handlers.onDone(status);
-        }
+      }
+      call(handlers.onProgress, status);
+      if (status.done) {
+        call(handlers.onDone, status);
       }
     }
 
