@@ -47,7 +47,7 @@ def count(steps: int) -> str:
 
 @app.post("/jobs")
 def start_job() -> dict[str, str]:
-    steps = max(1, min(int(request.form.get("steps", 12)), 1000))
+    steps = max(1, min(request.form.get("steps", 12, type=int), 1000))
     future = celery.submit(count, steps)
     return {"status": url_for("flask_execute.status", token=future.token)}
 
