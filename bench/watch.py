@@ -11,7 +11,8 @@ In one run, on one leased Redis database, with one real ``celery worker`` per si
     notifications (every stored state is published): ``current_task.progress`` against
     raw Celery's ``self.update_state`` on every step; and each loop's run time;
 (b) latency from ``current_task.progress()`` in the worker to a client of the status
-    endpoint's event stream (werkzeug's threaded server in this process), over
+    endpoint's event stream (werkzeug's threaded server in this process), and to a
+    page in headless Chromium watching it with the blueprint's ``watch.js``, over
     ``--samples`` reports paced 0.2 s apart (slower than the coalescing interval, so
     every report is written): median and 95th percentile, on the worker's and the
     client's clocks (one machine);
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"command: {command}")
         with both_sides(broker, Path(tmp)) as (fe, raw):
             rows = writes(fe, raw, broker, args.reports)
-            rows += latency(fe, args.samples)
+            rows += latency(fe, args.samples, Path(tmp))
             rows += idle_streams(fe, broker, Path(tmp), args.streams)
     print_table("watching running work (bench/watch.py)", rows)
     left = leftover_processes()
@@ -166,39 +167,76 @@ def events(response: http.client.HTTPResponse) -> Iterator[tuple[str, dict]]:
             yield name, json.loads(text[6:])
 
 
-def latency(fe: ModuleType, samples: int) -> list[Row]:
-    progress(f"(b) {samples} paced reports to an event stream")
+#: The page the browser measures with: the blueprint's helper over EventSource, each
+#: report's delay from the worker's clock to the page's.
+PAGE = """<!doctype html><script src="/tasks/watch.js"></script><script>
+window.delays = []; window.finished = false;
+flaskExecute.watch(new URLSearchParams(location.search).get("url"), {
+  onProgress: function (s) {
+    if (!s.done && s.progress && s.progress.meta.t) {
+      window.delays.push(Date.now() / 1000 - s.progress.meta.t);
+    }
+  },
+  onDone: function () { window.finished = true; },
+});
+</script>"""
+
+
+def latency(fe: ModuleType, samples: int, tmp: Path) -> list[Row]:
+    fe.app.add_url_rule("/bench/watch", "bench_watch", lambda: PAGE)
     server = make_server("127.0.0.1", 0, fe.app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    delays: list[float] = []
     try:
-        future = fe.celery.submit(fe.report_clock, samples, 0.2)
-        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=60)
-        connection.request("GET", f"/tasks/{future.token}/events")
-        for name, status in events(connection.getresponse()):
-            received = time.time()
-            report = status.get("progress")
-            if name == "done":  # the outcome repeats the last report
-                break
-            if report and "t" in report["meta"]:
-                delays.append(received - report["meta"]["t"])
-        connection.close()
+        progress(f"(b) {samples} paced reports to an event stream client")
+        client = client_delays(fe, samples, server.server_port)
+        progress(f"(b) {samples} paced reports to headless Chromium")
+        browser = browser_delays(fe, samples, server.server_port, tmp)
     finally:
         server.shutdown()
         thread.join(10)
-    # The first report may be read before the stream opened: count what was streamed.
-    return [
-        Row(
-            f"(b) progress() to event client, {len(delays)} reports",
-            ms(median(delays)),
-            "",
-            "",
-            "report",
-            "info",
-        ),
-        Row("    same, 95th percentile", ms(quantile(delays, 0.95)), "", "", "report", "info"),
-    ]
+    rows = []
+    for label, delays in (("event stream client", client), ("headless Chromium", browser)):
+        rows += [
+            Row(
+                f"(b) progress() to {label}, {len(delays)} reports",
+                ms(median(delays)),
+                "",
+                "",
+                "report",
+                "info",
+            ),
+            Row("    same, 95th percentile", ms(quantile(delays, 0.95)), "", "", "report", "info"),
+        ]
+    return rows
+
+
+def browser_delays(fe: ModuleType, samples: int, port: int, tmp: Path) -> list[float]:
+    with helpers.chromium(tmp) as driver:
+        driver.get(f"http://127.0.0.1:{port}/tasks/watch.js")  # the browser is up
+        future = fe.celery.submit(fe.report_clock, samples, 0.2)
+        url = f"/tasks/{future.token}"
+        driver.get(f"http://127.0.0.1:{port}/bench/watch?url={url}")
+        future.result(timeout=120)
+        helpers.wait_for(lambda: driver.execute_script("return window.finished"), 30)
+        delays: list[float] = driver.execute_script("return window.delays")
+    return delays
+
+
+def client_delays(fe: ModuleType, samples: int, port: int) -> list[float]:
+    future = fe.celery.submit(fe.report_clock, samples, 0.2)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", f"/tasks/{future.token}/events")
+    delays: list[float] = []
+    for name, status in events(connection.getresponse()):
+        received = time.time()
+        report = status.get("progress")
+        if name == "done":  # the outcome repeats the last report
+            break
+        if report and "t" in report["meta"]:
+            delays.append(received - report["meta"]["t"])
+    connection.close()
+    return delays
 
 
 # -- (c) idle streams ------------------------------------------------------------------

@@ -261,6 +261,44 @@ def http_answers(port: int, path: str) -> bool:
         return False
 
 
+#: Headless Chromium as root, and quiet: without the background-networking flags its
+#: own connections at start-up get in the way of the page's.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@contextlib.contextmanager
+def chromium(folder: Path) -> Iterator[Any]:
+    """Debian's headless Chromium driven by Selenium, with a profile (and the driver's
+    log) in ``folder``; always quit."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={folder / 'profile'}")
+    service = Service("/usr/bin/chromedriver", log_output=str(folder / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.set_script_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
+
+
 class PrivateRedis:
     """A ``redis-server`` of the test's own, on a free port, with its own folder.
 

@@ -28,10 +28,7 @@ from typing import Any
 
 import psutil
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -45,20 +42,6 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 FLASK = str(Path(sys.executable).parent / "flask")
 EXAMPLE = helpers.ROOT / "examples" / "web.py"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-#: Headless, as root, and quiet: without the background-networking flags Chromium's
-#: own connections at start-up get in the way of the page's.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 
 
 @dataclass
@@ -168,19 +151,8 @@ def browser(tmp_path: Path) -> Iterator[Any]:
             "Chromium is not installed: bash tests/run.sh installs it "
             "(apt-get install -y chromium chromium-driver)"
         )
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    try:
-        driver.set_page_load_timeout(30)
-        driver.set_script_timeout(30)
+    with helpers.chromium(tmp_path) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def wait(driver: Any, timeout: float = 30) -> WebDriverWait:
