@@ -40,6 +40,8 @@ STEP = 0.25
 def count(steps: int) -> str:
     """The job: ``steps`` steps of work, reporting progress after each one."""
     for step in range(1, steps + 1):
+        if current_task.cancelled:  # the Cancel button: stop between two steps
+            return f"cancelled after {step - 1} steps"
         time.sleep(STEP)  # some work
         current_task.progress(step, steps)
     return f"counted {steps} steps"

@@ -1,4 +1,4 @@
-"""The Future of one ``celery.map`` chunk, and the marks of its cancelled calls.
+"""The Future of one ``celery.map`` chunk.
 
 A chunk is one Celery message that runs many calls of one function. Its
 :class:`ChunkFuture` is internal: the tracker resolves it like any Future, and it fans
@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery.backends.base import BaseKeyValueStoreBackend
-
+from flask_execute.cancelling import CancelMarks
 from flask_execute.chunk_ids import call_id
 from flask_execute.futures import Future, FutureOwner
 
@@ -20,37 +19,6 @@ if TYPE_CHECKING:
 
 #: State a long chunk stores while it runs: the outcomes of the calls done so far.
 PARTIAL = "PARTIAL"
-
-
-class CancelMarks:
-    """Cancelled calls, marked in a key-value result backend for the worker to skip.
-
-    :param backend: the application's Celery result backend. Backends that are not
-        key-value stores (databases) cannot carry marks: a cancelled call's Future is
-        cancelled all the same, but the worker still runs the call.
-    """
-
-    #: Ends the key of a mark, after the call's own result key.
-    SUFFIX = "-cancelled"
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.supported = isinstance(backend, BaseKeyValueStoreBackend)
-
-    def _key(self, task_id: str) -> Any:
-        return self.backend.get_key_for_task(task_id, key=self.SUFFIX)
-
-    def mark(self, task_id: str) -> None:
-        """Mark call ``task_id`` cancelled (the mark expires with results)."""
-        if self.supported:
-            self.backend.set(self._key(task_id), "1")
-
-    def read(self, task_ids: list[str]) -> set[str]:
-        """Which of ``task_ids`` are marked cancelled."""
-        if not self.supported or not task_ids:
-            return set()
-        values = self.backend.mget([self._key(t) for t in task_ids])
-        return {t for t, v in zip(task_ids, values, strict=True) if v}
 
 
 class ChunkFuture(Future):

@@ -4,7 +4,8 @@ Each call runs through :func:`~flask_execute.hookspecs.flask_execute_run_task` a
 submitted function does (its own application context, ``current_task``), under its own
 id: ``current_task.request.id`` is the call's id while it runs, so progress it reports
 reaches that call's Future. One call's exception is that call's outcome; the rest of the
-chunk still runs. Calls cancelled before they start are skipped.
+chunk still runs. Calls cancelled before they start are skipped; a call that ends after
+its cancel was seen (``current_task.cancelled``) has the cancelled outcome.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask_execute.chunk_future import PARTIAL, CancelMarks
+from flask_execute.cancelling import CancelMarks, TaskCancelled
+from flask_execute.chunk_future import PARTIAL
 from flask_execute.chunk_ids import call_id
 from flask_execute.runtime import RUN_CHUNK
 from flask_execute.tasks import CHUNK_ATTRIBUTE
@@ -57,6 +59,9 @@ def register_chunk_task(state: AppState) -> celery.Task:
             finally:
                 request.id = chunk_id
                 setattr(request, CHUNK_ATTRIBUTE, None)
+            if outcomes[-1] == SKIPPED and marks is not None:
+                # A cancelled call: the calls after it may well be cancelled too.
+                cancelled |= marks.read(ids[index + 1 :])
             if index + 1 < len(calls) and time.monotonic() - last >= REPORT_INTERVAL:
                 meta = wire.pack_outcomes(reported, outcomes[reported:], task_id=chunk_id)
                 task.update_state(task_id=chunk_id, state=PARTIAL, meta=meta)
@@ -86,6 +91,8 @@ def _run_call(
         args, own = wire.load(data)
         given = {**kwargs, **own} if own else kwargs
         value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **given))
+    except TaskCancelled:
+        return SKIPPED
     except Exception as exc:
         return wire.failure(exc, limit)
     return wire.outcome(value, limit)

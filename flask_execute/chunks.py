@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from celery.utils import uuid
 
-from flask_execute.chunk_future import CancelMarks, ChunkFuture
+from flask_execute.cancelling import CancelMarks
+from flask_execute.chunk_future import ChunkFuture
 from flask_execute.chunk_ids import call_id
 from flask_execute.errors import BrokerUnavailable
 from flask_execute.runtime import Message, display_name

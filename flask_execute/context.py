@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.local import LocalProxy
 
+from flask_execute.cancelling import run_cancelled
 from flask_execute.progress import PROGRESS, ProgressReporter, progress_meta
 
 if TYPE_CHECKING:
@@ -49,6 +50,16 @@ class RunningTask:
     def id(self) -> str:
         """The task id, the same as the submitting side's ``future.id``."""
         return str(self.task.request.id)
+
+    @property
+    def cancelled(self) -> bool:
+        """``True`` once the task's Future was cancelled: stop early and clean up.
+
+        Cheap in a tight loop: the result backend is read at most every quarter
+        second, and the answer stays true once seen. Always ``False`` in eager mode.
+        A task still running once ``CELERY_CANCEL_GRACE`` has passed is terminated.
+        """
+        return run_cancelled(self.id)
 
     def update_state(
         self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kw: Any

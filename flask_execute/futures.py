@@ -56,7 +56,8 @@ class Future(cf.Future):  # type: ignore[type-arg]
 
     Beyond :class:`concurrent.futures.Future`: ``running()`` is true from submission
     until the task finishes (a queued task counts as running), ``cancel()`` revokes a
-    queued task and terminates a running one, and ``state``/``status``/``info`` follow
+    queued task and asks a running one to stop (``current_task.cancelled``), and
+    ``state``/``status``/``info`` follow
     the task's Celery state, including custom states set with
     ``current_task.update_state``. Any other attribute is read from Celery's
     :class:`~celery.result.AsyncResult` for the same id.
@@ -162,7 +163,9 @@ class Future(cf.Future):  # type: ignore[type-arg]
             return self._state == RUNNING
 
     def cancel(self) -> bool:
-        """Revoke the task: a queued task never runs, a running one is terminated.
+        """Revoke the task: a queued task never runs; a running one sees
+        ``current_task.cancelled`` turn true, and is terminated if it is still running
+        after ``CELERY_CANCEL_GRACE`` seconds. The Future is cancelled at once.
 
         :return: ``False`` if the task already finished, else ``True``.
         """

@@ -195,6 +195,26 @@ def flask_execute_make_pool(app: Flask, futures: list[Future]) -> FuturePool:
 
 
 @hookspec(firstresult=True)
+def flask_execute_cancel_task(app: Flask, task_id: str) -> bool:
+    """Ask the workers to stop a task whose Future was cancelled.
+
+    :param app: the Flask application the task belongs to.
+    :param task_id: the task's id: a submitted or registered task, or a ``map`` chunk
+        none of whose calls is still waiting (one call's cancel only marks the call for
+        its chunk to skip).
+    :return: ``True`` once the request is on its way; ``None`` to leave it to another
+        plugin.
+
+    First result wins. The default (the ``cancel`` plugin) marks the task cancelled in
+    the result backend, so that ``current_task.cancelled`` turns true, lets Celery drop
+    the message if it is still queued, and has the worker terminate the task once
+    ``CELERY_CANCEL_GRACE`` has passed. Unanswered, Celery's
+    ``revoke(task_id, terminate=True)`` terminates a running task at once. Called by
+    ``future.cancel()`` before the Future is cancelled here; never in eager mode.
+    """
+
+
+@hookspec(firstresult=True)
 def flask_execute_make_result_source(app: Flask) -> ResultSource:
     """Return the one object that watches the result backend for this application.
 

@@ -43,6 +43,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("cloudpickle", "flask_execute.plugins.serializer"),
     ("dispatch", "flask_execute.plugins.dispatch"),
     ("appcontext", "flask_execute.plugins.appcontext"),
+    ("cancel", "flask_execute.plugins.cancel"),
     ("futures", "flask_execute.plugins.futures"),
     ("eager", "flask_execute.plugins.eager"),
     ("services", "flask_execute.plugins.services"),
@@ -212,6 +213,10 @@ class PluginManager(pluggy.PluginManager):
             "flask_execute_make_pool", self.hook.flask_execute_make_pool(app=app, futures=futures)
         )
         return pool
+
+    def cancel_task(self, app: Flask, task_id: str) -> bool:
+        # Not required: unanswered, the caller falls back to Celery's revoke.
+        return bool(self.hook.flask_execute_cancel_task(app=app, task_id=task_id))
 
     def make_result_source(self, app: Flask) -> ResultSource:
         source: ResultSource = self._answer(

@@ -19,7 +19,8 @@ from celery.backends.base import BaseKeyValueStoreBackend
 from celery.result import GroupResult
 from celery.utils import uuid
 
-from flask_execute.chunk_future import CancelMarks, ChunkFuture
+from flask_execute.cancelling import CancelMarks
+from flask_execute.chunk_future import ChunkFuture
 from flask_execute.chunk_ids import call_id, split_call_id
 from flask_execute.errors import RemoteError, UnknownTaskError
 from flask_execute.stream_future import StreamFuture
@@ -242,12 +243,18 @@ class Tracker:
     # -- what a Future needs (FutureOwner) ---------------------------------------------
 
     def revoke(self, task_id: str, *, terminate: bool) -> None:
+        """Stop ``task_id`` on the workers: a call of a ``map`` is marked for its chunk;
+        with ``terminate``, a task goes to
+        :func:`~flask_execute.hookspecs.flask_execute_cancel_task` (by default it may
+        stop by itself first), else to Celery's revoke."""
         group = self._group_of(task_id)
         if group is not None:
             group[0].cancel_call(group[1])
             return
-        if not self.state.eager:
-            self.state.celery_app.control.revoke(task_id, terminate=terminate)
+        state = self.state
+        if state.eager or (terminate and state.pm.cancel_task(state.app, task_id)):
+            return
+        state.celery_app.control.revoke(task_id, terminate=terminate)
 
     def refresh(self, task_id: str) -> None:
         """Read ``task_id``'s stored state now and deliver it, if its Future waits here.

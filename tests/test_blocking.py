@@ -192,6 +192,21 @@ def test_blocking_status():
     assert "CELERY_STATUS_RESULTS" not in app.config
 
 
+def test_blocking_cancel():
+    # What a worker then does (a cancelled task is terminated at once, and
+    # current_task.cancelled stays false) is tested with a real worker in test_cancel.py.
+    app = app_blocking("cancel")
+    celery = Celery(app)
+    state = celery.state()
+    assert "CELERY_CANCEL_GRACE" not in app.config
+    assert state.pm.cancel_task(app, "a-task-id") is False  # the core revokes it itself
+    steps = {getattr(step, "__name__", str(step)) for step in state.celery_app.steps["consumer"]}
+    assert "TerminateCancelled" not in steps
+    assert "TerminateCancelled" in {
+        getattr(s, "__name__", "") for s in Celery(app_blocking()).celery_app.steps["consumer"]
+    }
+
+
 def test_blocking_tasks():
     celery = Celery(app_blocking("tasks"))
 

@@ -89,6 +89,9 @@ def test_unknown_celery_key_is_reported(caplog):
         ("CELERY_LOG_DIR", 3),
         ("CELERY_FLOWER_PORT", 70000),
         ("CELERY_FLOWER_ADDRESS", None),
+        ("CELERY_CANCEL_GRACE", -1),
+        ("CELERY_CANCEL_GRACE", "10"),
+        ("CELERY_CANCEL_GRACE", float("inf")),
     ],
 )
 def test_bad_values_fail_at_init_app_naming_the_key(key, value):

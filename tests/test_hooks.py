@@ -215,6 +215,36 @@ def test_hook_make_blueprint():
     assert app.test_client().get("/tasks/x").get_json() == {"mine": "x"}
 
 
+class CancelSpy:
+    """Answers every cancel itself: nothing reaches the workers or the backend."""
+
+    def __init__(self):
+        self.cancelled = []
+
+    @hookimpl
+    def flask_execute_cancel_task(self, app, task_id):
+        self.cancelled.append((app.name, task_id))
+        return True
+
+
+def test_hook_cancel_task(basic_app, basic_worker):
+    import redis
+
+    spy, queue = CancelSpy(), f"nobody-serves-{uuid.uuid4().hex[:8]}"
+    celery = basic_app.celery
+    backend = celery.celery_app.backend
+    future = celery.submit(basic_app.add, 1, 2, queue=queue)
+    try:
+        with plugin_registered(basic_app.app, spy):
+            assert future.cancel() is True
+        assert spy.cancelled == [(basic_app.app.name, future.id)] and future.cancelled()
+        # the default (the cancel plugin) would have marked it; the spy answered first
+        assert backend.get(backend.get_key_for_task(future.id, key="-cancelled")) is None
+    finally:
+        celery.state().futures.withdraw(future.id)  # no worker will ever answer for it
+        redis.Redis.from_url(celery.celery_app.conf.broker_url).delete(queue)
+
+
 class RecordingSource:
     """A result source that resolves nothing by itself."""
 

@@ -14,6 +14,9 @@ from tests.apps import worker_app_config
 
 app = Flask(__name__)
 app.config.update(worker_app_config("basic", "basic-app"))
+# Tests of this app cancel sleeping tasks that never look at current_task.cancelled,
+# and expect their worker processes back at once (tests/test_cancel.py has its own app).
+app.config["CELERY_CANCEL_GRACE"] = 0
 celery = Celery(app)
 
 LOADS = []  # how many times this module was imported in this process
