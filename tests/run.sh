@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install flask_execute with its test tools into .venv, make sure Redis answers on
-# 127.0.0.1:6379 (starting it, installing it if needed) and that Chromium and its
+# 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672 (starting them, installing them if
+# needed), and that Chromium and its
 # driver are there for the browser tests (installing them if needed), then run the
 # test suite.
 # Extra arguments go to pytest: bash tests/run.sh -k futures -x
@@ -33,6 +34,28 @@ if ! redis_answers; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ''
   for _ in $(seq 50); do redis_answers && break; sleep 0.2; done
   redis_answers || { echo "Redis did not start" >&2; exit 1; }
+fi
+
+rabbitmq_answers() {
+  .venv/bin/python - <<'PY'
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+
+# The cancel tests run against RabbitMQ too (in a virtual host of their own).
+if ! rabbitmq_answers; then
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    echo "RabbitMQ is not installed: installing rabbitmq-server with apt-get" >&2
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server
+  fi
+  echo "Starting RabbitMQ on 127.0.0.1:5672" >&2
+  rabbitmq-server -detached
+  for _ in $(seq 120); do rabbitmq_answers && break; sleep 0.5; done
+  rabbitmq_answers || { echo "RabbitMQ did not start" >&2; exit 1; }
 fi
 
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
