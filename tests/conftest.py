@@ -100,3 +100,19 @@ def no_orphans(session_pids: set[int]) -> Iterator[None]:
         for p in left:
             helpers.stop_process_tree(p)
         pytest.fail(f"processes left behind: {desc}")
+
+
+@pytest.fixture
+def gate(broker_url: str) -> Iterator[tuple[object, str]]:
+    """``(release, key)``: a key a gated task waits for (``blpop``) in the run's Redis
+    database, and the function that releases it; released at the end whatever
+    happened, so no gated task outlives its test."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    key = f"release-{uuid.uuid4().hex}"
+    yield (lambda: client.rpush(key, "go")), key
+    client.rpush(key, "go")
+    client.close()

@@ -7,12 +7,10 @@ import http.client
 import json
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from flask import Flask
 from werkzeug.serving import make_server
 
@@ -36,16 +34,6 @@ def sa():
 def web(sa, celery):
     """The status app's test client (``celery``: the basic worker runs its tasks)."""
     return sa.app.test_client()
-
-
-@pytest.fixture
-def gate(broker_url):
-    """A key a gated task waits for; released at the end whatever happened."""
-    client = redis.Redis.from_url(broker_url)
-    key = f"release-{uuid.uuid4().hex}"
-    yield lambda: client.rpush(key, "go"), key
-    client.rpush(key, "go")
-    client.close()
 
 
 def test_a_running_task_then_its_result(sa, web, m, gate):

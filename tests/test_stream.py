@@ -7,10 +7,8 @@ import asyncio
 import http.client
 import json
 import threading
-import uuid
 
 import pytest
-import redis
 from flask import Flask
 from werkzeug.serving import make_server
 
@@ -18,15 +16,6 @@ from flask_execute import Celery, ConfigurationError
 from flask_execute.stream_future import StreamFuture
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def gate(broker_url):
-    client = redis.Redis.from_url(broker_url)
-    key = f"release-{uuid.uuid4().hex}"
-    yield lambda: client.rpush(key, "go"), key
-    client.rpush(key, "go")
-    client.close()
 
 
 def test_items_arrive_as_they_are_yielded_then_the_return_value(celery, m, gate):
