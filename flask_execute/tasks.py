@@ -20,6 +20,7 @@ from celery.utils.time import maybe_iso8601, maybe_make_aware
 
 from flask_execute.runtime import RUN_TASK, Message
 from flask_execute.streams import STREAM_ATTRIBUTE, StreamEnd, drain, stream_writer
+from flask_execute.wire import STREAM_MARK
 
 if TYPE_CHECKING:
     from flask_execute.runtime import AppState
@@ -166,11 +167,16 @@ def register_run_task(state: AppState) -> celery.Task:
         fn, args, kwargs = wire.unpack_call(token, task_id=task_id, max_age=max_age)
         limit = config["CELERY_MAX_PAYLOAD"]
         try:
-            call = (lambda: run_stream(task, fn(*args, **kwargs))) if stream else None
-            value = state.pm.run_task(
-                app=state.app, task=task, run=call or (lambda: fn(*args, **kwargs))
+
+            def call() -> Any:
+                value = fn(*args, **kwargs)
+                return run_stream(task, value) if stream else value
+
+            result = wire.pack_result(
+                state.pm.run_task(app=state.app, task=task, run=call), task_id=task_id, limit=limit
             )
-            result = wire.pack_result(value, task_id=task_id, limit=limit)
+            if stream:
+                result[STREAM_MARK] = "1"
         except _CONTROL_FLOW:
             raise
         except Exception as exc:

@@ -25,6 +25,7 @@ from flask_execute.chunk_ids import call_id, split_call_id
 from flask_execute.errors import RemoteError, UnknownTaskError
 from flask_execute.stream_future import StreamFuture
 from flask_execute.streams import STREAM, StreamEnd, batch_binding, batch_key
+from flask_execute.wire import STREAM_MARK
 
 if TYPE_CHECKING:
     from celery.result import AsyncResult
@@ -207,7 +208,8 @@ class Tracker:
                 f"no task with id {task_id!r}: it was never submitted to this broker, or "
                 "its result expired (result_expires)."
             )
-        if meta.get("status") == STREAM or self.read_batch(task_id, 0) is not None:
+        outcome = meta.get("result")
+        if meta.get("status") == STREAM or (isinstance(outcome, dict) and STREAM_MARK in outcome):
             future: Future = self.stream_future(task_id, meta.get("name"))
         else:
             future = self.state.pm.make_future(self.state.app, task_id, meta.get("name"))

@@ -24,6 +24,10 @@ from flask_execute.signing import Signer
 
 #: Key of the JSON object a task returns: ``{RESULT_KEY: token}``.
 RESULT_KEY = "flask_execute"
+#: Beside :data:`RESULT_KEY` in a streamed call's result: a reader elsewhere tells a
+#: stream from its stored outcome alone (``celery.get``), with no read of its items.
+STREAM_MARK = "stream"
+_ENVELOPE = frozenset((RESULT_KEY, STREAM_MARK))
 
 _CALL = b"call:"
 _CALLS = b"calls:"
@@ -165,7 +169,7 @@ class Wire:
     def unpack_result(self, value: Any, *, task_id: str) -> Any:
         """Open the result envelope of ``task_id``; a plain JSON result (a registered
         task's) passes."""
-        if isinstance(value, dict) and len(value) == 1 and RESULT_KEY in value:
+        if isinstance(value, dict) and RESULT_KEY in value and set(value) <= _ENVELOPE:
             return self._unpack(value[RESULT_KEY], _RESULT, task_id)
         return value
 

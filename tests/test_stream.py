@@ -38,6 +38,13 @@ def test_many_fast_items_come_in_order_in_few_batches(celery, m):
     assert 1 <= future.batches <= 100, future.batches
     # Items wait in the backend: a reader that starts after the end reads them all.
     assert sum(1 for _ in future.stream(timeout=30)) == 10_000
+    # Found again from its stored outcome alone, the stream still reads whole.
+    again = celery.get(future.id)
+    assert isinstance(again, StreamFuture) and again is not future
+    assert list(again.stream(timeout=30)) == list(range(10_000))
+    plain = celery.submit(m.add, 1, 2)
+    plain.result(timeout=30)
+    assert not isinstance(celery.get(plain.id), StreamFuture)
 
 
 def test_an_exception_ends_the_stream_after_the_items_before_it(celery, m):
