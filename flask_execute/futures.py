@@ -72,15 +72,15 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._info: Any = None
         self._progress: Progress | None = None
         self._progress_callbacks: list[Callable[[Future], Any]] = []
-        self._listeners: dict[object, Callable[[], None]] | None = None  # made on use
         # Made when the future finishes with done callbacks waiting (an Event costs
         # about a kilobyte; a map holds one Future per call).
         self._callbacks_finished: threading.Event | None = None
         self._state = RUNNING
 
-    #: Internal wake-ups for ``await`` and ``as_completed`` (see :meth:`_on_settled`);
-    #: a class default, so a future no one awaits carries no list.
-    _settle_hooks: list[Callable[[], None]] | None = None
+    #: Who is woken, and when (see :meth:`subscribe` and :meth:`_on_settled`): key ->
+    #: (function, only once settled). A class default, so a future no one watches
+    #: carries no dict; replaced whole on change, so it is read without the lock.
+    _hooks: dict[object, tuple[Callable[[], None], bool]] | None = None
 
     # -- Celery's view -----------------------------------------------------------------
 
@@ -112,36 +112,6 @@ class Future(cf.Future):  # type: ignore[type-arg]
         if self._owner is None:
             raise RuntimeError(f"{self!r} belongs to no application: it has no token")
         return self._owner.task_token(self.id)
-
-    def subscribe(self, fn: Callable[[], None]) -> Callable[[], None]:
-        """Call ``fn()`` on every change of state and once when done, until the returned
-        function is called to unsubscribe.
-
-        ``fn`` runs on the thread that delivers the change (the result listener), with
-        no application context: it must be quick and must not raise (set an event,
-        queue a message). What the status endpoint's event streams use.
-        """
-        key = object()
-        if self._listeners is None:
-            self._listeners = {}
-        listeners = self._listeners
-        listeners[key] = fn
-
-        def unsubscribe() -> None:
-            listeners.pop(key, None)
-
-        if self.done():
-            fn()
-        return unsubscribe
-
-    def _notify(self) -> None:
-        if not self._listeners:
-            return
-        for fn in list(self._listeners.values()):
-            try:
-                fn()
-            except Exception:
-                logger.exception("flask_execute: listener %r of %r raised", fn, self)
 
     @property
     def task_id(self) -> str:
@@ -310,10 +280,23 @@ class Future(cf.Future):  # type: ignore[type-arg]
         """
         return aio.outcome(self).__await__()
 
-    # Await and as_completed wake through these, not add_done_callback: a done callback
-    # runs in the app context on the callback thread (started for it), queued behind slow
-    # user callbacks. A hook is one quick call (call_soon_threadsafe, a queue put) from
-    # the thread that settles the future.
+    # Await, as_completed and event streams wake through hooks, not done callbacks: a
+    # done callback runs in the app context on the callback thread (started for it),
+    # queued behind slow user callbacks. A hook is one quick call (call_soon_threadsafe,
+    # an event set) from the thread that changes the future.
+
+    def subscribe(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn()`` on every change of state and once when done, until the returned
+        function is called to unsubscribe.
+
+        ``fn`` runs on the thread that delivers the change (the result listener), with
+        no application context: it must be quick and must not raise (set an event,
+        queue a message). What the status endpoint's event streams use.
+        """
+        key = object()
+        if not self._hook(key, fn, settled_only=False):
+            fn()  # done already: the one call it is owed
+        return lambda: self._unhook(key)
 
     def _on_settled(self, hook: Callable[[], None]) -> bool:
         """Call ``hook()`` once done and once the done callbacks added before then have
@@ -321,31 +304,42 @@ class Future(cf.Future):  # type: ignore[type-arg]
 
         :return: ``False``, and ``hook`` is not kept, if the future has settled already.
         """
-        with self._condition:
-            finished = self._callbacks_finished
-            if self._state in (CANCELLED_AND_NOTIFIED, FINISHED) and (
-                finished is None or finished.is_set()
-            ):
-                return False
-            self._settle_hooks = [*(self._settle_hooks or ()), hook]
-            return True
+        return self._hook(hook, hook, settled_only=True)
 
     def _off_settled(self, hook: Callable[[], None]) -> None:
         """Forget ``hook`` (its waiter gave up) unless it was called already."""
+        self._unhook(hook)
+
+    def _hook(self, key: object, fn: Callable[[], None], *, settled_only: bool) -> bool:
+        # Under the lock, against the transitions: a hook is kept only if what it
+        # waits for is still to come, so it is never called twice.
         with self._condition:
-            if self._settle_hooks and hook in self._settle_hooks:
-                self._settle_hooks.remove(hook)
+            done = self._state in (CANCELLED_AND_NOTIFIED, FINISHED)
+            finished = self._callbacks_finished
+            if done and (not settled_only or finished is None or finished.is_set()):
+                return False
+            self._hooks = {**(self._hooks or {}), key: (fn, settled_only)}
+            return True
+
+    def _unhook(self, key: object) -> None:
+        with self._condition:
+            if self._hooks and key in self._hooks:
+                self._hooks = {k: v for k, v in self._hooks.items() if k is not key}
+
+    def _notify(self) -> None:
+        # A change of state (or the end): wake the subscribers.
+        for fn, settled_only in (self._hooks or {}).values():
+            if not settled_only:
+                _wake(fn, self)
 
     def _settle(self) -> None:
-        # Taken under the lock: a hook offered after this finds the future settled and
-        # is not kept, so each hook is called exactly once.
+        # Done, and the done callbacks have run: wake the settled-only hooks, and drop
+        # every hook (nothing changes any more; subscribers had their last call).
         with self._condition:
-            hooks, self._settle_hooks = self._settle_hooks, None
-        for hook in hooks or ():
-            try:
-                hook()
-            except Exception:  # a waker must never break the listener thread
-                logger.exception("flask_execute: wake-up of %r failed", self)
+            hooks, self._hooks = self._hooks, None
+        for fn, settled_only in (hooks or {}).values():
+            if settled_only:
+                _wake(fn, self)
 
     # -- resolution, by the result source ----------------------------------------------
 
@@ -392,3 +386,10 @@ class Future(cf.Future):  # type: ignore[type-arg]
             self._condition.notify_all()
         self._notify()
         self._invoke_callbacks()
+
+
+def _wake(fn: Callable[[], None], future: Future) -> None:
+    try:
+        fn()
+    except Exception:  # a waker must never break the thread that changes the future
+        logger.exception("flask_execute: wake-up %r of %r failed", fn, future)

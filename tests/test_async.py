@@ -97,7 +97,7 @@ def test_cancelling_the_await_leaves_the_task_running(celery, m):
     assert asyncio.run(main()) is False
     assert future.result(timeout=10) == 1.0  # a revoked task would raise CancelledError
     assert future.state == states.SUCCESS
-    assert not future._settle_hooks  # the abandoned wait left no hook behind
+    assert not future._hooks  # the abandoned wait left no hook behind
 
 
 def test_awaiting_many_futures_starts_no_thread(celery, m):
@@ -211,11 +211,11 @@ def test_a_loop_closed_while_awaiting_does_not_break_the_listener(celery, m, cap
     loop = asyncio.new_event_loop()
     task = loop.create_task(_awaited(future))  # kept: its wait stays registered
     loop.run_until_complete(asyncio.sleep(0))
-    assert len(future._settle_hooks) == 1
+    assert len(future._hooks) == 1
     loop.close()
     with caplog.at_level(logging.ERROR, logger="flask_execute"):
         assert future.result(timeout=10) == 0.3
-        assert future._settle_hooks is None  # the wake-up ran, against the closed loop
+        assert future._hooks is None  # the wake-up ran, against the closed loop
         assert celery.submit(m.add, 1, 1).result(timeout=10) == 2
     assert not [r for r in caplog.records if r.name.startswith("flask_execute")]
     assert not task.done()

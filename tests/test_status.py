@@ -229,10 +229,10 @@ def test_idle_streams_send_heartbeats_and_a_gone_client_is_unsubscribed(sa, m, g
     assert next(events)[0] == "progress"
     assert next(events) == ("", "heartbeat")  # CELERY_STATUS_HEARTBEAT is 0.5 s here
     watched = sa.celery.get(future.id)
-    assert watched is future and len(future._listeners) == 1
+    assert watched is future and len(future._hooks) == 1
     connection.close()
     # Noticed at the next heartbeat's write: the stream ends and unsubscribes.
-    helpers.wait_for(lambda: not future._listeners, 20)
+    helpers.wait_for(lambda: not future._hooks, 20)
 
 
 def test_another_web_process_serves_the_same_token(sa, celery, m, gate, tmp_path):
