@@ -37,7 +37,7 @@ from flask_execute.pool import FuturePool
 from flask_execute.registry import TaskRegistry
 from flask_execute.runtime import AppState, Message, display_name
 from flask_execute.schedules import ScheduleRegistry
-from flask_execute.stream_future import check_stream_backend, streams
+from flask_execute.stream_future import StreamFuture, check_stream_backend, streams
 from flask_execute.tasks import due_time, register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
@@ -174,7 +174,8 @@ class Celery:
             and set(options) <= set(PUBLISH_OPTIONS)
         ):
             return batch.submit(fn, tuple(args), kwargs or {}, options)
-        return state.send([_message(state, fn, tuple(args), kwargs or {}, options)])[0]
+        message = _message(state, fn, tuple(args), kwargs or {}, options)
+        return state.send([message], hold=not isinstance(message.future, StreamFuture))[0]
 
     @contextlib.contextmanager
     def batch(self, chunksize: int | None = None) -> Iterator[Batch]:

@@ -163,17 +163,18 @@ class AppState:
                     self._supervisor = (self.pm.make_supervisor(self.app),)
         return self._supervisor[0]
 
-    def send(self, messages: Sequence[Message]) -> list[Future]:
+    def send(self, messages: Sequence[Message], *, hold: bool = True) -> list[Future]:
         """Send messages through the plugins; return one Future per message.
 
         The first send of a process (outside eager mode) calls
         :func:`~flask_execute.hookspecs.flask_execute_prepare_send` first. Inside
         :meth:`holding` for this application, the messages are handed to the holder
-        instead (``celery.batch()``), which sends them later.
+        instead (``celery.batch()``), which sends them later, unless ``hold`` is false
+        (a stream, whose items are read as they come).
         """
-        for owner, hold in _HOLDERS.get():
+        for owner, holder in _HOLDERS.get() if hold else ():
             if owner is self:
-                return hold(messages)
+                return holder(messages)
         if not self._prepared and not self.eager:
             with self._lock:
                 if not self._prepared:

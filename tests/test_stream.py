@@ -154,3 +154,13 @@ def test_a_backend_that_holds_no_keys_refuses_streams_at_submit():
 
     with pytest.raises(ConfigurationError, match="key-value result backend"):
         celery.submit(numbers)
+
+
+def test_a_stream_inside_a_batch_is_sent_at_once(celery, m):
+    with celery.batch() as batch:
+        held = celery.submit(m.add, 1, 2)
+        future = celery.submit(m.count_up, 3)
+        # Read inside the block: a stream is not held with the batch's calls.
+        assert list(future.stream(timeout=60)) == [0, 1, 2]
+        assert len(batch) == 1 and not held.done()
+    assert held.result(timeout=30) == 3
