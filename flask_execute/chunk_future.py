@@ -31,6 +31,9 @@ class ChunkFuture(Future):
         one here waits for).
     :param wire: opens the outcomes.
     :param marks: where cancelled calls are marked.
+    :param whole: whether ``calls`` are the Futures of every call of the chunk (a map
+        sent here); ``False`` for a chunk met through ``celery.get`` of some of its
+        calls, which others may be waiting for.
 
     Never handed to users: it lives in the tracker until the chunk ends.
     """
@@ -43,9 +46,12 @@ class ChunkFuture(Future):
         calls: Sequence[Future | None],
         wire: Wire,
         marks: CancelMarks,
+        *,
+        whole: bool = True,
     ) -> None:
         super().__init__(task_id, owner, name)
         self.calls = calls
+        self._whole = whole
         self._wire = wire
         self._marks = marks
 
@@ -120,8 +126,11 @@ class ChunkFuture(Future):
 
     def cancel_call(self, index: int) -> None:
         """Mark call ``index`` cancelled so the worker skips it; once no other call of
-        the chunk is still waiting, revoke the chunk itself."""
+        the chunk is still waiting (every call's Future being here), revoke the chunk
+        itself."""
         self._marks.mark(call_id(self.id, index))
+        if not self._whole or self._owner is None:
+            return  # calls this process does not hold may still be wanted elsewhere
         waiting = (f for i, f in enumerate(self.calls) if i != index and f is not None)
-        if self._owner is not None and all(f.done() for f in waiting):
+        if all(f.done() for f in waiting):
             self._owner.revoke(self.id, terminate=True)

@@ -233,7 +233,7 @@ class Tracker:
         chunk = self._pending.get(chunk_id)
         if not isinstance(chunk, ChunkFuture):
             marks = CancelMarks(state.celery_app.backend)
-            chunk = ChunkFuture(chunk_id, self, name, [], state.wire, marks)
+            chunk = ChunkFuture(chunk_id, self, name, [], state.wire, marks, whole=False)
             self._pending[chunk_id] = chunk
         chunk.adopt(index, future)
         if meta is not None:

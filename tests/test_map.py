@@ -276,3 +276,18 @@ def test_celery_inspect_sees_a_running_chunk_as_one_task_named_after_the_functio
     # its one argument is the signed chunk (events and logs show it as "<3 calls>")
     assert task["name"] == "tests.apps.basic.sleep" and len(task["args"]) == 1
     assert pool.result(timeout=20) == [0.5, 0.5, 0.5]
+
+
+def test_cancelling_a_call_found_elsewhere_leaves_the_rest_of_its_chunk(celery, m, gate):
+    import tests.apps.status_app as sa
+
+    release, key = gate
+    pool = celery.options(chunksize=2).map(m.report_until_released, [key, 1], [key, 1])
+    wait_for(lambda: pool[0].progress is not None, 30)  # call 0 runs, 1 waits
+    elsewhere = sa.celery.get(pool[1].id)  # knows only call 1 of the chunk
+    assert elsewhere.cancel()
+    release()
+    # The chunk was not revoked: call 0 still ends well; call 1 was skipped.
+    assert pool[0].result(timeout=30) == "released"
+    with pytest.raises(cf.CancelledError):
+        pool[1].result(timeout=30)

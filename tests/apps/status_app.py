@@ -10,7 +10,7 @@ from tests.apps import worker_app_config
 
 app = Flask(__name__)
 app.config.update(worker_app_config("basic", "status-app"))
-app.config.update(CELERY_STATUS_HEARTBEAT=0.5)
+app.config.update(CELERY_STATUS_HEARTBEAT=0.5, CELERY_CANCEL_GRACE=0)
 celery = Celery(app)
 app.register_blueprint(celery.blueprint(), url_prefix="/tasks")
 
