@@ -189,7 +189,7 @@ def test_a_running_task_sees_cancelled_cleans_up_and_is_revoked(node, signals, b
     # within its grace the task runs on, until it looks at current_task.cancelled
     beats = int(client.get(f"{key}:beats") or 0)
     wait_for(lambda: int(client.get(f"{key}:beats") or 0) >= beats + 5, message="beats")
-    assert client.get(f"{key}:cleanup") is None
+    assert pid in node.children()  # not terminated within its grace
     client.set(f"{key}:look", 1)
     cleaned = wait_for(lambda: client.get(f"{key}:cleanup"), timeout=30, message="cleanup")
     assert int(cleaned) == pid
@@ -235,7 +235,6 @@ def test_with_no_grace_a_running_task_is_terminated_at_once(node, signals, broke
     wait_for(lambda: node.state(future.id) == states.REVOKED, timeout=30, message="REVOKED")
     wait_for(lambda: pid not in node.children(), timeout=30, message="process replaced")
     wait_for(lambda: len(node.children()) == 2, timeout=30, message="pool refilled")
-    assert client.get(f"{key}:cleanup") is None
 
 
 # -- a queued task never runs ------------------------------------------------------------

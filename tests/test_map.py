@@ -139,14 +139,19 @@ def test_a_call_cancelled_while_its_chunk_runs_is_skipped_when_reached(celery, r
     assert pool[3].cancelled() and read() == {0, 1, 2}
 
 
-def test_cancelling_every_call_revokes_the_chunk(celery, m, ran, broker_url):
+def test_cancelling_every_call_revokes_the_chunk(celery, m, ran, broker_url, gate):
     key, read = ran
+    release, held = gate
     record = _recorder(broker_url, key)
-    holders = [celery.submit(m.sleep, 1) for _ in range(2)]
+    # Both worker processes busy until released: the chunk stays queued.
+    holders = [celery.submit(m.report_until_released, held, 1) for _ in range(2)]
+    wait_for(lambda: all(h.progress is not None for h in holders), 30)
     pool = celery.options(chunksize=3).map(record, *range(3))
     assert pool.cancel() is True
     assert all(f.cancelled() for f in pool)
-    assert [h.result(timeout=20) for h in holders] == [1, 1]
+    release()
+    release()
+    assert [h.result(timeout=20) for h in holders] == ["released", "released"]
     follow = celery.submit(m.add, 1, 1)  # queued behind the revoked chunk
     assert follow.result(timeout=20) == 2
     assert read() == set()
