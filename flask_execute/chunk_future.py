@@ -133,4 +133,4 @@ class ChunkFuture(Future):
             return  # calls this process does not hold may still be wanted elsewhere
         waiting = (f for i, f in enumerate(self.calls) if i != index and f is not None)
         if all(f.done() for f in waiting):
-            self._owner.revoke(self.id, terminate=True)
+            self._owner.revoke(self.id)

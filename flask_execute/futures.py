@@ -145,7 +145,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
             if self._state == CANCELLED_AND_NOTIFIED:
                 return True
         if self._owner is not None:
-            self._owner.revoke(self.id, terminate=True)
+            self._owner.revoke(self.id)
         return self._set_cancelled()
 
     def _set_cancelled(self) -> bool:

@@ -244,19 +244,19 @@ class Tracker:
 
     # -- what a Future needs (FutureOwner) ---------------------------------------------
 
-    def revoke(self, task_id: str, *, terminate: bool) -> None:
+    def revoke(self, task_id: str) -> None:
         """Stop ``task_id`` on the workers: a call of a ``map`` is marked for its chunk;
-        with ``terminate``, a task goes to
-        :func:`~flask_execute.hookspecs.flask_execute_cancel_task` (by default it may
-        stop by itself first), else to Celery's revoke."""
+        a task goes to :func:`~flask_execute.hookspecs.flask_execute_cancel_task` (by
+        default it may stop by itself first), or, with no answer there, to Celery's
+        revoke with terminate."""
         group = self._group_of(task_id)
         if group is not None:
             group[0].cancel_call(group[1])
             return
         state = self.state
-        if state.eager or (terminate and state.pm.cancel_task(state.app, task_id)):
+        if state.eager or state.pm.cancel_task(state.app, task_id):
             return
-        state.celery_app.control.revoke(task_id, terminate=terminate)
+        state.celery_app.control.revoke(task_id, terminate=True)
 
     def refresh(self, task_id: str) -> None:
         """Read ``task_id``'s stored state now and deliver it, if its Future waits here.
