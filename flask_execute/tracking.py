@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from celery import states
 from celery.backends.base import BaseKeyValueStoreBackend
@@ -37,22 +37,6 @@ if TYPE_CHECKING:
 _ERROR_MODULE = RemoteError.__module__
 
 logger = logging.getLogger("flask_execute")
-
-
-class CallGroup(Protocol):
-    """A tracked Future that stands for several calls, each with an id of its own
-    (a ``map`` chunk, see :class:`~flask_execute.chunks.ChunkFuture`)."""
-
-    id: str
-
-    def deliver_call(self, index: int, status: str, info: Any) -> None:
-        """A state call ``index`` reported for itself."""
-
-    def cancel_call(self, index: int) -> None:
-        """Call ``index`` was cancelled."""
-
-    def call_future(self, index: int) -> Future | None:
-        """The Future of call ``index``, if one waits here."""
 
 
 class Tracker:
@@ -104,16 +88,15 @@ class Tracker:
         """Whether a Future of this process waits for ``task_id``."""
         return task_id in self._pending or self._group_of(task_id) is not None
 
-    def _group_of(self, task_id: str) -> tuple[CallGroup, int] | None:
-        """The tracked group call ``task_id`` belongs to, and its index there."""
+    def _group_of(self, task_id: str) -> tuple[ChunkFuture, int] | None:
+        """The tracked chunk call ``task_id`` belongs to, and its index there."""
         split = split_call_id(task_id)
         if split is None:
             return None
         group = self._pending.get(split[0])
-        # Looked up on the type: a Future reads unknown attributes from Celery's result.
-        if group is None or not callable(getattr(type(group), "cancel_call", None)):
+        if not isinstance(group, ChunkFuture):
             return None
-        return cast(CallGroup, group), split[1]
+        return group, split[1]
 
     def pending_ids(self) -> list[str]:
         """The task ids still waiting, in submission order."""
