@@ -18,13 +18,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import celery
-from celery.utils import uuid
 from flask import Blueprint, Flask, current_app, has_app_context
 
-from flask_execute.batching import Batch, active_batch, open_batch
+from flask_execute.batching import Batch, open_batch
+from flask_execute.calls import map_calls, pop_options, submit_call
 from flask_execute.celery_app import CeleryApp, main_name
 from flask_execute.chunk_task import register_chunk_task
-from flask_execute.chunks import send_map
 from flask_execute.config import celery_settings
 from flask_execute.errors import ServiceError
 from flask_execute.essentials import check_disabled_plugins
@@ -35,10 +34,9 @@ from flask_execute.markers import NAME
 from flask_execute.options import PUBLISH_OPTIONS, Options, check_options
 from flask_execute.pool import FuturePool
 from flask_execute.registry import TaskRegistry
-from flask_execute.runtime import AppState, Message, display_name
+from flask_execute.runtime import AppState
 from flask_execute.schedules import ScheduleRegistry
-from flask_execute.stream_future import StreamFuture, check_stream_backend, streams
-from flask_execute.tasks import due_time, register_run_task, task_class
+from flask_execute.tasks import register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
 #: Use :meth:`~flask_execute.Celery.options` to pass any of them to the function itself.
@@ -151,8 +149,8 @@ class Celery:
         :raises BrokerUnavailable: the broker did not answer within
             ``CELERY_SUBMIT_TIMEOUT``.
         """
-        options = _pop_options(kwargs)
-        return self.apply(fn, args, kwargs, **options)
+        options = pop_options(kwargs)
+        return submit_call(self.state(), fn, args, kwargs, options)
 
     def apply(
         self,
@@ -163,19 +161,10 @@ class Celery:
     ) -> Future:
         """Run ``fn(*args, **kwargs)`` on a worker with any Celery publishing option.
 
-        Unlike :meth:`submit`, no keyword of ``fn`` is reserved.
+        Unlike :meth:`submit`, no keyword of ``fn`` is reserved. The options of
+        :meth:`options` are read as there; any other goes to Celery unchecked.
         """
-        state = self.state()
-        batch = active_batch(state)
-        if (
-            batch is not None
-            and callable(fn)
-            and not streams(fn)  # a stream is sent at once: its items are read as they come
-            and set(options) <= set(PUBLISH_OPTIONS)
-        ):
-            return batch.submit(fn, tuple(args), kwargs or {}, options)
-        message = _message(state, fn, tuple(args), kwargs or {}, options)
-        return state.send([message], hold=not isinstance(message.future, StreamFuture))[0]
+        return submit_call(self.state(), fn, tuple(args), kwargs or {}, options)
 
     @contextlib.contextmanager
     def batch(self, chunksize: int | None = None) -> Iterator[Batch]:
@@ -216,14 +205,12 @@ class Celery:
         :raises BrokerUnavailable: the broker did not take every chunk; the error's
             ``pool`` holds every call's Future (those never sent fail with it).
         """
-        options = _pop_options(kwargs)
-        return send_map(self.state(), fn, calls, kwargs, options, None)
+        return map_calls(self.state(), fn, calls, kwargs, pop_options(kwargs))
 
     def starmap(self, fn: Callable[..., Any], calls: Iterable[Any], /, **kwargs: Any) -> FuturePool:
         """:meth:`map` over an iterable of calls (a generator too, read once, as the
         calls are packed): ``celery.starmap(add, ((i, i) for i in range(10_000)))``."""
-        options = _pop_options(kwargs)
-        return send_map(self.state(), fn, calls, kwargs, options, None)
+        return map_calls(self.state(), fn, calls, kwargs, pop_options(kwargs))
 
     def options(self, **options: Any) -> Options:
         """Options for the calls sent through the returned object, so that no keyword
@@ -232,9 +219,12 @@ class Celery:
             celery.options(queue="reports", countdown=5).submit(build, queue="x")
             celery.options(chunksize=100).map(add, *pairs)
 
-        Takes ``queue``, ``countdown``, ``eta``, ``expires``, ``priority`` (Celery's
-        publishing options) and ``chunksize`` (calls per message for ``map``; default
-        automatic). An unknown name fails at once.
+        Takes Celery's publishing options (``queue``, ``countdown``, ``eta``,
+        ``expires``, ``priority``), time limits (``time_limit``, ``soft_time_limit``),
+        retries (``retries``, ``retry_on``, ``retry_backoff``, ``retry_backoff_max``,
+        ``retry_jitter``), deduplication (``key``, ``key_keep``) and ``chunksize``
+        (calls per message for ``map``; default automatic); see :doc:`composing`. An
+        unknown name or a bad value fails at once, naming what is accepted.
         """
         return Options(self, options)
 
@@ -357,40 +347,3 @@ class Celery:
     def control(self) -> Control:
         """Celery's control API for the current app's workers (:class:`Control`)."""
         return Control(self.celery_app)
-
-
-def _pop_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {key: kwargs.pop(key) for key in SUBMIT_OPTIONS if key in kwargs}
-
-
-def _message(
-    state: AppState,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    options: Mapping[str, Any],
-) -> Message:
-    """Pack one call of ``fn`` into a message for the run task.
-
-    The token is bound to the message's task id and due time (``countdown``/``eta``),
-    and capped at ``CELERY_MAX_PAYLOAD``.
-    """
-    if not callable(fn):
-        raise TypeError(f"submit() needs a callable as its first argument, not {fn!r}")
-    options = dict(options)
-    task_id = str(options.pop("task_id", None) or uuid())
-    token = state.wire.pack_call(
-        fn,
-        args,
-        kwargs,
-        task_id=task_id,
-        due=due_time(options.get("countdown"), options.get("eta")),
-        limit=state.app.config["CELERY_MAX_PAYLOAD"],
-    )
-    name = display_name(fn)
-    options = {"shadow": name, **options}
-    if streams(fn):  # a generator function: its items are read as they come
-        check_stream_backend(state.celery_app.backend, state.eager)
-        future = state.futures.stream_future(task_id, name)
-        return Message(state.run_task, (token,), {"stream": True}, options, name, task_id, future)
-    return Message(state.run_task, (token,), {}, options, name, task_id)

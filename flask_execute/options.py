@@ -2,7 +2,8 @@
 
 ``celery.submit(fn, queue="x")`` reads ``queue`` as an option; a function that has a
 ``queue`` parameter gets it through ``celery.options(queue="x").submit(fn, queue=...)``
-instead, where every keyword goes to the function.
+instead, where every keyword goes to the function. The options are checked when given
+(see :mod:`flask_execute.plans`).
 """
 
 from __future__ import annotations
@@ -10,33 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask_execute.chunks import send_map
+from flask_execute.calls import map_calls, submit_call
+from flask_execute.plans import OPTIONS, PUBLISH_OPTIONS, check_options, task_options
 
 if TYPE_CHECKING:
     from flask_execute.extension import Celery
     from flask_execute.futures import Future
     from flask_execute.pool import FuturePool
+    from flask_execute.registry import RegisteredTask
 
-#: Celery publishing options, as ``submit`` reads them from its keywords.
-PUBLISH_OPTIONS = ("queue", "countdown", "eta", "expires", "priority")
-#: Every option :meth:`Celery.options <flask_execute.Celery.options>` takes.
-OPTIONS = (*PUBLISH_OPTIONS, "chunksize")
-
-
-def check_options(options: dict[str, Any]) -> None:
-    """Refuse an unknown option or a bad ``chunksize``, naming what is accepted."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TypeError(
-            f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
-            f"celery.options() takes {', '.join(OPTIONS)}"
-        )
-    size = options.get("chunksize")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(
-            f"chunksize must be a whole number of calls, 1 or more (or None for an "
-            f"automatic size), not {size!r}"
-        )
+__all__ = ["OPTIONS", "PUBLISH_OPTIONS", "Options", "check_options"]
 
 
 class Options:
@@ -60,13 +44,11 @@ class Options:
         """These options, updated with ``options``."""
         return Options(self._extension, {**self._options, **options})
 
-    def _publish(self) -> dict[str, Any]:
-        return {k: v for k, v in self._options.items() if k in PUBLISH_OPTIONS}
-
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """``celery.submit`` with these options; every keyword goes to ``fn``
         (``chunksize`` does not apply to a single call)."""
-        return self._extension.apply(fn, args, kwargs, **self._publish())
+
+        return submit_call(self._extension.state(), fn, args, kwargs, self._options)
 
     def map(self, fn: Callable[..., Any], /, *calls: Any, **kwargs: Any) -> FuturePool:
         """``celery.map`` with these options; every keyword goes to ``fn``."""
@@ -74,6 +56,23 @@ class Options:
 
     def starmap(self, fn: Callable[..., Any], calls: Iterable[Any], /, **kwargs: Any) -> FuturePool:
         """``celery.starmap`` with these options; every keyword goes to ``fn``."""
-        chunksize = self._options.get("chunksize")
-        state = self._extension.state()
-        return send_map(state, fn, calls, kwargs, self._publish(), chunksize)
+
+        return map_calls(self._extension.state(), fn, calls, kwargs, self._options)
+
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """``@celery.task`` with these options as the task's defaults::
+
+            @celery.options(queue="reports", retries=3, retry_on=(IOError,)).task
+            def build(report_id): ...
+
+        They become Celery's task options (``retries`` is ``max_retries``, ``retry_on``
+        is ``autoretry_for``, the others keep their names); ``options`` are more task
+        options (``name``, ``bind`` ...). ``countdown``, ``eta``, ``key`` and
+        ``chunksize`` belong to a send and are refused here.
+        """
+        found = {**task_options(self._options), **options}
+        registry = self._extension.task
+        if fn is None:
+            return lambda f: registry(f, **found)
+        task: RegisteredTask = registry(fn, **found)
+        return task
