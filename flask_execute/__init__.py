@@ -17,6 +17,7 @@ from flask_execute.context import current_task
 from flask_execute.errors import (
     BrokerUnavailable,
     ConfigurationError,
+    DependencyFailed,
     ExecuteError,
     SerializationError,
     ServiceError,
@@ -35,6 +36,7 @@ __all__ = [
     "BrokerUnavailable",
     "Celery",
     "ConfigurationError",
+    "DependencyFailed",
     "ExecuteError",
     "Future",
     "FuturePool",

@@ -8,7 +8,7 @@ for the run task and a map becomes chunks (:mod:`flask_execute.chunks`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery.utils import uuid
@@ -16,6 +16,7 @@ from celery.utils import uuid
 from flask_execute.batching import active_batch
 from flask_execute.chunks import send_map
 from flask_execute.plans import PUBLISH_OPTIONS, Plan, plan
+from flask_execute.refs import Ref, take_futures, waits_for
 from flask_execute.runtime import Message, display_name
 from flask_execute.stream_future import StreamFuture, check_stream_backend, streams
 from flask_execute.tasks import due_time
@@ -50,15 +51,18 @@ def submit_call(
     how = plan(options, extra=True)
     if how.chunksize is not None:
         how = Plan(how.publish, how.retry, how.key, how.key_keep)  # no chunk for one call
+    args, kwargs, refs = take_futures(state, args, kwargs)
     batch = active_batch(state)
     if (
         batch is not None
         and how.plain
+        and not refs  # a call that waits for others is held as a message of its own
         and not streams(fn)  # a stream is sent at once: its items are read as they come
         and set(how.publish) <= set(PUBLISH_OPTIONS)
     ):
         return batch.submit(fn, args, kwargs, how.publish)
     message = call_message(state, fn, args, kwargs, how)
+    message = call_message(state, fn, args, kwargs, how, refs)
     return state.send([message], hold=not isinstance(message.future, StreamFuture))[0]
 
 
@@ -68,11 +72,14 @@ def call_message(
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     how: Plan,
+    refs: Sequence[Ref] = (),
 ) -> Message:
     """Pack one call of ``fn`` into a message for the run task.
 
     The token is bound to the message's task id and due time (``countdown``/``eta``),
-    and capped at ``CELERY_MAX_PAYLOAD``.
+    and capped at ``CELERY_MAX_PAYLOAD``. With ``refs`` (the Futures among the
+    arguments, see :func:`~flask_execute.refs.take_futures`), the message waits for
+    their tasks and the worker reads their results.
     """
     options = dict(how.publish)
     task_id = str(options.pop("task_id", None) or uuid())
@@ -86,11 +93,14 @@ def call_message(
     )
     name = display_name(fn)
     options = {"shadow": name, **options}
+    after = waits_for(refs)
+    task_kwargs: dict[str, Any] = {"after": list(after)} if refs else {}
     if streams(fn):  # a generator function: its items are read as they come
         check_stream_backend(state.celery_app.backend, state.eager)
         future = state.futures.stream_future(task_id, name)
-        return Message(state.run_task, (token,), {"stream": True}, options, name, task_id, future)
-    return Message(state.run_task, (token,), {}, options, name, task_id)
+        task_kwargs["stream"] = True
+        return Message(state.run_task, (token,), task_kwargs, options, name, task_id, future, after)
+    return Message(state.run_task, (token,), task_kwargs, options, name, task_id, None, after)
 
 
 def map_calls(

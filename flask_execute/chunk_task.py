@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flask_execute.cancelling import CancelMarks, TaskCancelled
 from flask_execute.chunk_future import PARTIAL
 from flask_execute.chunk_ids import call_id
+from flask_execute.refs import resolve
 from flask_execute.runtime import RUN_CHUNK
 from flask_execute.tasks import CHUNK_ATTRIBUTE
 from flask_execute.wire import SKIPPED
@@ -33,7 +34,7 @@ REPORT_INTERVAL = 0.5
 def register_chunk_task(state: AppState) -> celery.Task:
     """Register the task that runs chunks of ``map`` calls on ``state``'s app."""
 
-    def run_chunk(task: celery.Task, token: str) -> dict[str, str]:
+    def run_chunk(task: celery.Task, token: str, after: list[str] | None = None) -> dict[str, str]:
         wire, config = state.wire, state.app.config
         chunk_id = str(task.request.id)
         # Verified (bound to this id, fresh) before anything is unpickled, as a call is.
@@ -55,7 +56,7 @@ def register_chunk_task(state: AppState) -> celery.Task:
             request.id = ids[index]
             setattr(request, CHUNK_ATTRIBUTE, chunk_id)
             try:
-                outcomes.append(_run_call(state, task, fn, data, kwargs, limit))
+                outcomes.append(_run_call(state, task, fn, data, kwargs, limit, after is not None))
             finally:
                 request.id = chunk_id
                 setattr(request, CHUNK_ATTRIBUTE, None)
@@ -85,11 +86,14 @@ def _run_call(
     data: bytes,
     kwargs: dict[str, Any],
     limit: int | None,
+    refs: bool,
 ) -> bytes:
     wire = state.wire
     try:
         args, own = wire.load(data)
         given = {**kwargs, **own} if own else kwargs
+        if refs:  # Futures among the arguments: their results, read from the backend
+            args, given = resolve(state, args, given)
         value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **given))
     except TaskCancelled:
         return SKIPPED

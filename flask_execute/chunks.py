@@ -22,6 +22,7 @@ from flask_execute.cancelling import CancelMarks
 from flask_execute.chunk_future import ChunkFuture
 from flask_execute.chunk_ids import call_id
 from flask_execute.errors import BrokerUnavailable
+from flask_execute.refs import Ref, take_futures, waits_for
 from flask_execute.runtime import Message, display_name
 from flask_execute.stream_future import streams
 from flask_execute.tasks import due_time
@@ -74,6 +75,7 @@ class ChunkBuilder:
         self.fn = fn
         self.name = display_name(fn)
         limit = state.app.config["CELERY_MAX_PAYLOAD"]
+        _, kwargs, self.shared_refs = take_futures(state, (), kwargs)
         self.shared = state.wire.dump_function(fn, kwargs, limit)
         self.room = None if limit is None else max(1, limit - len(self.shared))
         self.options = dict(options)
@@ -89,6 +91,7 @@ class ChunkBuilder:
         self.size = next(self.sizes)
         self.data: list[bytes] = []
         self.calls: list[Future] = []
+        self.refs: list[Ref] = list(self.shared_refs)
         self.used = 0
 
     def add(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Future:
@@ -98,10 +101,12 @@ class ChunkBuilder:
         :raises SerializationError: the call cannot be serialized or is too large.
         """
         state = self.state
+        args, kwargs, refs = take_futures(state, args, kwargs)
         data = state.wire.dump_call(self.fn, args, kwargs, index=self.added, limit=self.room)
         full = len(self.data) >= self.size
         if self.data and (full or (self.room is not None and self.used + len(data) > self.room)):
             self.close()
+        self.refs += refs
         index = len(self.data)
         future = state.pm.make_future(state.app, call_id(self.chunk_id, index), self.name)
         self.data.append(data)
@@ -118,8 +123,11 @@ class ChunkBuilder:
         future = ChunkFuture(chunk_id, state.futures, self.name, self.calls, state.wire, self.marks)
         token = state.wire.sign_calls(self.shared, self.data, task_id=chunk_id, due=self.due)
         options = {"shadow": self.name, "argsrepr": f"<{count} calls>", **self.options}
-        task = state.chunk_task
-        self.messages.append(Message(task, (token,), {}, options, self.name, chunk_id, future))
+        after = waits_for(self.refs)
+        kwargs: dict[str, Any] = {"after": list(after)} if self.refs else {}
+        message = Message(state.chunk_task, (token,), kwargs, options, self.name, chunk_id)
+        message.future, message.after = future, after
+        self.messages.append(message)
         self._open()
 
 

@@ -104,3 +104,27 @@ class TaskFailed(ExecuteError):
     def __init__(self, exc_type: str, message: str) -> None:
         super().__init__(f"{exc_type}: {message}")
         self.exc_type = exc_type
+
+
+class DependencyFailed(ExecuteError):
+    """An input of a call (a Future passed as its argument) failed or was cancelled, so
+    the call did not run.
+
+    The message names the input. The input's own exception is :attr:`error` and the
+    ``__cause__``, with the input's worker traceback as its own cause.
+
+    :ivar error: the input's exception (``None`` for a cancelled input).
+    """
+
+    def __init__(
+        self, message: str, error: BaseException | None = None, traceback: str | None = None
+    ) -> None:
+        super().__init__(message, error, traceback)
+        self.error = error
+        if error is not None:  # also when rebuilt on the other side, from these args
+            if traceback is not None and error.__cause__ is None:
+                error.__cause__ = RemoteTraceback(traceback)
+            self.__cause__ = error
+
+    def __str__(self) -> str:
+        return str(self.args[0])

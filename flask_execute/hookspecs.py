@@ -137,6 +137,29 @@ def flask_execute_send(app: Flask, messages: Sequence[Message]) -> list[Future]:
     """
 
 
+@hookspec(firstresult=True)
+def flask_execute_send_after(app: Flask, messages: Sequence[Message]) -> list[Future]:
+    """Send messages once the tasks they wait for are done; return one Future per
+    message.
+
+    :param app: the Flask application sending them.
+    :param messages: calls with Futures among their arguments: ``message.after`` lists
+        the task ids whose outcome each waits for (a call of a ``map`` waits for its
+        chunk). Their arguments hold :class:`~flask_execute.refs.Ref` objects, which the
+        worker replaces with the inputs' results.
+    :return: the futures, in the order of ``messages``, tracked at once (as
+        :func:`flask_execute_send` does; get each with ``message.make_future(app, pm)``).
+
+    First result wins. The default (the ``dependencies`` plugin) keeps each message in
+    the result backend (Redis) until its inputs are done, and has it published by
+    whoever sees the last input end: this process, the worker that ran a dependent
+    input, or a worker's sweep once a second, so the dependency survives the web
+    process. Unanswered, a call with Futures among its arguments fails at ``submit``
+    with :exc:`~flask_execute.ConfigurationError` and nothing is sent. Never called
+    in eager mode (the inputs are done: the call is sent at once).
+    """
+
+
 @hookspec
 def flask_execute_prepare_send(app: Flask) -> None:
     """Prepare for the first message this process sends for this application.

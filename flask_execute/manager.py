@@ -53,6 +53,7 @@ DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tasks", "flask_execute.plugins.tasks"),
     ("scheduling", "flask_execute.plugins.scheduling"),
     ("status", "flask_execute.plugins.status"),
+    ("dependencies", "flask_execute.plugins.dependencies"),
 )
 
 #: First-result hooks the core cannot work without, with the default plugin that
@@ -72,6 +73,7 @@ _DEFAULT_ANSWERS: dict[str, str] = {
     "flask_execute_spawn_service": "services",
     "flask_execute_make_schedule": "scheduling",
     "flask_execute_make_blueprint": "status",
+    "flask_execute_send_after": "dependencies",
 }
 
 
@@ -189,6 +191,13 @@ class PluginManager(pluggy.PluginManager):
     def send(self, app: Flask, messages: Sequence[Message]) -> list[Future]:
         futures: list[Future] = self._answer(
             "flask_execute_send", self.hook.flask_execute_send(app=app, messages=messages)
+        )
+        return futures
+
+    def send_after(self, app: Flask, messages: Sequence[Message]) -> list[Future]:
+        futures: list[Future] = self._answer(
+            "flask_execute_send_after",
+            self.hook.flask_execute_send_after(app=app, messages=messages),
         )
         return futures
 

@@ -66,6 +66,9 @@ class Message:
     :param future: the Future the send must track and return for this message, made by
         the caller (a chunk of ``map`` brings its own); ``None``: the send makes one
         with :func:`~flask_execute.hookspecs.flask_execute_make_future`.
+    :param after: the task ids whose outcome the call waits for (Futures among its
+        arguments); such a message goes to
+        :func:`~flask_execute.hookspecs.flask_execute_send_after`.
     """
 
     task: celery.Task
@@ -75,6 +78,7 @@ class Message:
     name: str | None = None
     task_id: str = field(default_factory=uuid)
     future: Future | None = None
+    after: tuple[str, ...] = ()
 
     def make_future(self, app: Flask, pm: PluginManager) -> Future:
         """The Future to track for this message: its own, or a new one from ``pm``."""
@@ -180,7 +184,14 @@ class AppState:
                 if not self._prepared:
                     self.pm.prepare_send(self.app)
                     self._prepared = True
-        return self.pm.send(self.app, messages)
+        if not any(m.after for m in messages):
+            return self.pm.send(self.app, messages)
+        # Calls that wait for others go to their own hook; the rest are sent first.
+        waits = [bool(m.after) for m in messages]
+        now = [m for m, w in zip(messages, waits, strict=True) if not w]
+        sent = iter(self.pm.send(self.app, now) if now else ())
+        later = iter(self.pm.send_after(self.app, [m for m in messages if m.after]))
+        return [next(later) if w else next(sent) for w in waits]
 
     @contextlib.contextmanager
     def holding(self, hold: Callable[[Sequence[Message]], list[Future]]) -> Iterator[None]:

@@ -18,6 +18,7 @@ from celery import signals, states
 from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
 from celery.utils.time import maybe_iso8601, maybe_make_aware
 
+from flask_execute.refs import resolve
 from flask_execute.runtime import RUN_TASK, Message
 from flask_execute.streams import STREAM_ATTRIBUTE, StreamEnd, drain, stream_writer
 from flask_execute.wire import STREAM_MARK
@@ -158,7 +159,9 @@ def task_class(base: type[celery.Task]) -> type[celery.Task]:
 def register_run_task(state: AppState) -> celery.Task:
     """Register the task that unpacks and runs submitted functions on ``state``'s app."""
 
-    def run(task: celery.Task, token: str, stream: bool = False) -> dict[str, str]:
+    def run(
+        task: celery.Task, token: str, stream: bool = False, after: list[str] | None = None
+    ) -> dict[str, str]:
         wire, config = state.wire, state.app.config
         # Bound to the id this message runs under (a copy re-sent under another id is
         # refused) and to an age (a stale copy is refused), before anything is unpickled.
@@ -169,7 +172,8 @@ def register_run_task(state: AppState) -> celery.Task:
         try:
 
             def call() -> Any:
-                value = fn(*args, **kwargs)
+                given, named = resolve(state, args, kwargs) if after is not None else (args, kwargs)
+                value = fn(*given, **named)
                 return run_stream(task, value) if stream else value
 
             result = wire.pack_result(

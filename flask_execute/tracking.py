@@ -84,6 +84,10 @@ class Tracker:
             except Exception as exc:  # the backend is down too: the record expires
                 logger.warning("flask_execute: could not withdraw %s: %s", task_id, exc)
 
+    def pending(self, task_id: str) -> Future | None:
+        """The Future that waits here for ``task_id`` (a ``map`` chunk's too), if any."""
+        return self._pending.get(task_id)
+
     def is_pending(self, task_id: str) -> bool:
         """Whether a Future of this process waits for ``task_id``."""
         return task_id in self._pending or self._group_of(task_id) is not None

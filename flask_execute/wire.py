@@ -93,10 +93,13 @@ class Wire:
         fn, args, kwargs = self._unpack(token, _CALL, task_id, max_age)
         return fn, tuple(args), kwargs
 
-    def renew_call(self, token: str, *, task_id: str, due: float | None) -> str:
-        """Sign a call again, with a fresh time and a new due time (a retry); its bytes
-        are not unpickled."""
-        context = _CALL + self._name
+    def renew_call(
+        self, token: str, *, task_id: str, due: float | None, chunk: bool = False
+    ) -> str:
+        """Sign a call (or with ``chunk``, a chunk of calls) again, with a fresh time and
+        a new due time (a retry, a call that waited for its inputs); its bytes are not
+        unpickled."""
+        context = (_CALLS if chunk else _CALL) + self._name
         data = self.signer.verify(token, context, task_id=task_id)
         return self.signer.sign(data, context, task_id=task_id, due=due)
 
@@ -304,7 +307,8 @@ class Wire:
 
 def _rebuild_error(payload: tuple[Any, ...]) -> BaseException:
     exc: BaseException = payload[0] if payload[0] is not None else TaskFailed(*payload[2:])
-    exc.__cause__ = RemoteTraceback(payload[1])
+    if exc.__cause__ is None:  # one that brings its own (DependencyFailed) keeps it
+        exc.__cause__ = RemoteTraceback(payload[1])
     return exc
 
 

@@ -156,6 +156,30 @@ def test_hook_prepare_send(basic_app, basic_worker):
     assert spy.sent == ["tests.apps.basic.add"] * 3
 
 
+class KeepAfter:
+    """Answers flask_execute_send_after first: keeps the messages, sends nothing."""
+
+    def __init__(self):
+        self.kept = []
+
+    @hookimpl(tryfirst=True)
+    def flask_execute_send_after(self, app, messages):
+        self.kept += messages
+        return [m.make_future(app, AppState.of(app).pm) for m in messages]
+
+
+def test_hook_send_after(basic_app, basic_worker):
+    spy = KeepAfter()
+    celery = basic_app.celery
+    first = celery.submit(basic_app.add, 1, 2)
+    with plugin_registered(basic_app.app, spy):
+        second = celery.submit(basic_app.add, first, 3)
+        plain = celery.submit(basic_app.add, 1, 1)
+    assert [m.after for m in spy.kept] == [(first.id,)]
+    assert spy.kept[0].task_id == second.id and spy.kept[0].kwargs == {"after": [first.id]}
+    assert plain.result(timeout=10) == 2 and not second.done()  # kept, never sent
+
+
 class Upper:
     @hookimpl(wrapper=True)
     def flask_execute_run_task(self, app, task, run):
