@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from celery.result import task_join_will_block
+
 if TYPE_CHECKING:
     from celery.result import AsyncResult
 
@@ -62,3 +64,20 @@ def accepts_argument(fn: Callable[..., Any]) -> bool:
 
 def remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def refuse_wait_in_task(timeout: float | None) -> None:
+    """Refuse to wait (``timeout`` not 0) for a Future inside a worker's task, as Celery
+    refuses ``result.get()`` there: every pool process could end up waiting for tasks
+    that none is left to run.
+
+    :raises RuntimeError: in a worker process, outside ``allow_join_result()``.
+    """
+    if timeout != 0 and task_join_will_block():
+        raise RuntimeError(
+            "a task waits for a Future that is not done: its worker process would sit "
+            "blocked, and once every process of the pool waits so, nothing runs what "
+            "they wait for. Pass the Future as an argument instead (celery.submit("
+            "next_step, future) runs next_step with its result once it is done); to "
+            "wait anyway, wrap the wait in `with celery.result.allow_join_result():`"
+        )

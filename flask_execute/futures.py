@@ -30,6 +30,7 @@ from flask_execute.future_support import (
     _in_callbacks,
     accepts_argument,
     in_callbacks,
+    refuse_wait_in_task,
     remaining,
 )
 from flask_execute.progress import PROGRESS, Progress
@@ -190,6 +191,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             if self._state not in (CANCELLED_AND_NOTIFIED, FINISHED):
+                refuse_wait_in_task(timeout)
                 self._condition.wait(timeout)
         if not self.done() and self._owner is not None:
             self._owner.refresh(self.id)

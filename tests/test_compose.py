@@ -64,3 +64,100 @@ def test_a_cancelled_input_fails_the_call(celery, m):
     with pytest.raises(DependencyFailed, match="was cancelled"):
         after.result(timeout=30)
     assert not isinstance(after.exception(), cf.CancelledError)
+
+
+def test_calls_still_run_after_the_web_process_that_sent_them_exits(celery, m):
+    from tests import helpers
+
+    env = helpers.test_env(FLASK_EXECUTE_TEST_BROKER=celery.celery_app.conf.broker_url)
+    proc = helpers.start_script("tests.apps.compose_exit", env)
+    try:
+        first, second, third = helpers.read_line(proc, "IDS").split()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        helpers.stop_process_tree(proc)
+    # Nobody here followed the first call: a worker's sweep releases the second, and
+    # the worker that ran the second releases the third.
+    assert celery.get(third).result(timeout=30) == 3.0
+    assert celery.get(second).result(timeout=5) == 2.0
+
+
+def test_a_chain_of_a_thousand_calls(celery, m):
+    f = celery.submit(m.add, 0, 0)
+    for _ in range(1000):
+        f = celery.submit(m.add, f, 1)
+    assert f.result(timeout=110) == 1000
+
+
+def test_a_task_may_submit_calls_but_never_wait_for_them(celery, m):
+    def parent(x):
+        from tests.apps.basic import add, celery
+
+        child = celery.submit(add, x, 1)
+        then = celery.submit(add, child, 1)  # waits in Redis, not in this process
+        try:
+            child.result(timeout=5)
+        except RuntimeError as exc:
+            refused = str(exc)
+        return then.id, refused
+
+    then_id, refused = celery.submit(parent, 1).result(timeout=30)
+    assert "waits for a Future that is not done" in refused
+    assert "allow_join_result" in refused
+    assert celery.get(then_id).result(timeout=30) == 3
+
+
+def test_a_future_of_another_application_is_refused_before_anything_is_sent(celery, m):
+    from flask import Flask
+
+    from flask_execute import Celery, Future
+
+    other_app = Flask("other")
+    other_app.config["CELERY_ALWAYS_EAGER"] = True
+    other = Celery(other_app).submit(m.add, 1, 1)
+    with pytest.raises(ValueError, match=r"positional argument 0 is .* another application"):
+        celery.submit(m.add, other, 1)
+    with pytest.raises(ValueError, match=r"keyword argument 'y' is .* no application"):
+        celery.submit(m.add, 1, y=Future("made-by-hand"))
+
+
+def _eager(**config):
+    from flask import Flask
+
+    from flask_execute import Celery
+
+    app = Flask(f"compose_eager_{len(config)}")
+    app.config.update(CELERY_ALWAYS_EAGER=True, **config)
+    return Celery(app)
+
+
+def _fail():
+    raise ValueError("bad input")
+
+
+def test_eager_mode_passes_results_and_failures_along():
+    celery = _eager()
+    first = celery.submit(pow, 2, 3)
+    assert celery.submit(pow, first, 2).result() == 64
+    assert celery.map(pow, [first, 1], [first, 2]).result() == [8, 64]
+    with pytest.raises(DependencyFailed, match=r"positional argument 0 .* ValueError: bad input"):
+        celery.submit(pow, celery.submit(_fail), 2).result()
+
+
+def test_a_backend_that_is_not_redis_is_refused_with_nothing_sent():
+    from flask import Flask
+
+    from flask_execute import Celery, ConfigurationError
+
+    app = Flask("compose_not_redis")
+    app.config.update(
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",  # nothing listens: a send would fail
+        CELERY_RESULT_BACKEND="cache+memory://",
+        CELERY_START_LOCAL_WORKERS=False,
+    )
+    celery = Celery(app)
+    state = celery.state()
+    first = state.pm.make_future(app, "an-input", "input")
+    state.futures.track(first, listen=False)
+    with pytest.raises(ConfigurationError, match="needs a Redis result backend"):
+        celery.submit(pow, first, 2)

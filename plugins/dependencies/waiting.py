@@ -28,23 +28,24 @@ logger = logging.getLogger("flask_execute")
 
 _FINAL = sorted(states.READY_STATES)
 
-# KEYS: msg, left, pending, then each input's result key, then each input's wait set.
-# ARGV: the call's id, its message, the keys' lifetime, now, then the final states.
+# KEYS: msg, left, pending, the call's result key, then each input's result key, then
+# each input's wait set. ARGV: the call's id, its message, the keys' lifetime, now, its
+# PENDING record (so that celery.get knows it elsewhere), then the final states.
 _REGISTER = """
-local n = (#KEYS - 3) / 2
+local n = (#KEYS - 4) / 2
 local final = {}
-for i = 5, #ARGV do final[ARGV[i]] = true end
+for i = 6, #ARGV do final[ARGV[i]] = true end
 local left = 0
 for i = 1, n do
-  local meta = redis.call('GET', KEYS[3 + i])
+  local meta = redis.call('GET', KEYS[4 + i])
   local done = false
   if meta then
     local ok, decoded = pcall(cjson.decode, meta)
     done = ok and type(decoded) == 'table' and final[decoded['status']] == true
   end
   if not done then
-    redis.call('SADD', KEYS[3 + n + i], ARGV[1])
-    redis.call('EXPIRE', KEYS[3 + n + i], ARGV[3])
+    redis.call('SADD', KEYS[4 + n + i], ARGV[1])
+    redis.call('EXPIRE', KEYS[4 + n + i], ARGV[3])
     left = left + 1
   end
 end
@@ -52,6 +53,7 @@ if left > 0 then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
   redis.call('SET', KEYS[2], left, 'EX', ARGV[3])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[3])
 end
 return left
 """
@@ -110,10 +112,24 @@ class Waiting:
         """Keep ``message`` until its inputs end; ``True`` if they all have already (the
         caller sends it now, and nothing was kept)."""
         inputs = list(message.after)
-        keys = self._keys(message.task_id)
+        task_id = message.task_id
+        keys = [*self._keys(task_id), self._result_key(task_id)]
         keys += [self._result_key(i) for i in inputs]
         keys += [self.prefix + "wait:" + i for i in inputs]
-        argv = [message.task_id, _dump(message), self.ttl, time.time(), *_FINAL]
+        record = {
+            "status": states.PENDING,
+            "result": None,
+            "task_id": task_id,
+            "name": message.name,
+        }
+        argv = [
+            task_id,
+            _dump(message),
+            self.ttl,
+            time.time(),
+            self.backend.encode(record),
+            *_FINAL,
+        ]
         return int(self._register(keys=keys, args=argv)) == 0
 
     def release(self, task_id: str) -> int:
