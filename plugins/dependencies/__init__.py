@@ -42,7 +42,7 @@ logger = logging.getLogger("flask_execute")
 SWEEP_INTERVAL = 1.0
 
 
-def waiting(state: AppState) -> Waiting:
+def waiting_calls(state: AppState) -> Waiting:
     """The waiting calls of ``state``'s application (made once per process).
 
     :raises ConfigurationError: the result backend is not Redis.
@@ -65,7 +65,7 @@ def waiting(state: AppState) -> Waiting:
 @hookimpl(trylast=True)
 def flask_execute_send_after(app: Flask, messages: Sequence[Message]) -> list[Future]:
     state = AppState.of(app)
-    keeper = waiting(state)
+    keeper = waiting_calls(state)
     futures = [m.make_future(app, state.pm) for m in messages]
     for message, future in zip(messages, futures, strict=True):
         message.future = future
@@ -124,7 +124,7 @@ def _release_after(sender: Any = None, task_id: str | None = None, **kwargs: Any
     if state is None or task_id is None or state.eager or not state.pm.has_plugin("dependencies"):
         return
     try:
-        waiting(state).release(task_id)
+        waiting_calls(state).release(task_id)
     except Exception as exc:  # the sweep publishes them later
         logger.warning("flask_execute: could not release the calls after %s: %s", task_id, exc)
 
@@ -146,7 +146,7 @@ class SweepWaiting(bootsteps.StartStopStep):  # type: ignore[misc]
         if state is None or state.eager:
             return
         try:
-            waiting(state)
+            waiting_calls(state)
         except ConfigurationError:  # no Redis result backend: no call ever waits
             return
         self._timer = c.timer.call_repeatedly(SWEEP_INTERVAL, self.sweep, (state,))
@@ -160,7 +160,7 @@ class SweepWaiting(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def sweep(self, state: AppState) -> None:
         try:
-            waiting(state).sweep()
+            waiting_calls(state).sweep()
         except Exception as exc:  # the backend is down: look again next time
             if not self._failing:
                 logger.warning("flask_execute: could not sweep the waiting calls: %s", exc)
