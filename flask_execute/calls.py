@@ -17,6 +17,7 @@ from flask_execute.batching import active_batch
 from flask_execute.chunks import send_map
 from flask_execute.plans import PUBLISH_OPTIONS, Plan, plan
 from flask_execute.refs import Ref, take_futures, waits_for
+from flask_execute.retrying import with_retries
 from flask_execute.runtime import Message, display_name
 from flask_execute.stream_future import StreamFuture, check_stream_backend, streams
 from flask_execute.tasks import due_time
@@ -81,10 +82,15 @@ def call_message(
     arguments, see :func:`~flask_execute.refs.take_futures`), the message waits for
     their tasks and the worker reads their results.
     """
+    if how.retry is not None and streams(fn):
+        raise TypeError(
+            f"option retries cannot apply to {display_name(fn)}, a generator function: "
+            "the items it yielded are out already and would come twice; retry inside it"
+        )
     options = dict(how.publish)
     task_id = str(options.pop("task_id", None) or uuid())
     token = state.wire.pack_call(
-        fn,
+        with_retries(fn, how.retry),  # the policy travels signed, with the function
         args,
         kwargs,
         task_id=task_id,
@@ -132,4 +138,6 @@ def map_calls(
                 "(leave chunksize unset, or set it to 1)"
             )
         chunksize = 1
+    if how.retry is not None and not streams(fn):  # send_map refuses a generator
+        fn = with_retries(fn, how.retry)  # retried in its chunk (see chunk_task)
     return send_map(state, fn, calls, kwargs, how.publish, chunksize)

@@ -6,17 +6,28 @@ id: ``current_task.request.id`` is the call's id while it runs, so progress it r
 reaches that call's Future. One call's exception is that call's outcome; the rest of the
 chunk still runs. Calls cancelled before they start are skipped; a call that ends after
 its cancel was seen (``current_task.cancelled``) has the cancelled outcome.
+
+A call with retries (``celery.options(retries=...).map``) is retried in place: it shares
+its message with the other calls, so it cannot go back to the broker alone. Its Future
+shows ``RETRY`` with the exception, the outcomes done so far are reported, and the call
+waits out its backoff in the chunk (holding the worker slot) before it runs again;
+eager mode does not wait, as Celery's eager retries do not.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from celery import states
 
 from flask_execute.cancelling import CancelMarks, TaskCancelled
 from flask_execute.chunk_future import PARTIAL
 from flask_execute.chunk_ids import call_id
+from flask_execute.errors import time_limit_error
 from flask_execute.refs import resolve
+from flask_execute.retrying import RetryPolicy, unwrap
 from flask_execute.runtime import RUN_CHUNK
 from flask_execute.tasks import CHUNK_ATTRIBUTE
 from flask_execute.wire import SKIPPED
@@ -41,6 +52,7 @@ def register_chunk_task(state: AppState) -> celery.Task:
         fn, kwargs, calls = wire.unpack_calls(
             token, task_id=chunk_id, max_age=config["CELERY_TOKEN_MAX_AGE"]
         )
+        fn, policy = unwrap(fn)
         limit = config["CELERY_MAX_PAYLOAD"]
         ids = [call_id(chunk_id, i) for i in range(len(calls))]
         # In eager mode every Future is done before anyone could cancel a call.
@@ -49,6 +61,14 @@ def register_chunk_task(state: AppState) -> celery.Task:
         outcomes: list[bytes] = []
         reported, last = 0, time.monotonic()
         request = task.request
+
+        def report() -> None:  # the outcomes done so far, before a call waits
+            nonlocal reported
+            if len(outcomes) > reported:
+                meta = wire.pack_outcomes(reported, outcomes[reported:], task_id=chunk_id)
+                task.update_state(task_id=chunk_id, state=PARTIAL, meta=meta)
+                reported = len(outcomes)
+
         for index, data in enumerate(calls):
             if ids[index] in cancelled:
                 outcomes.append(SKIPPED)
@@ -56,7 +76,10 @@ def register_chunk_task(state: AppState) -> celery.Task:
             request.id = ids[index]
             setattr(request, CHUNK_ATTRIBUTE, chunk_id)
             try:
-                outcomes.append(_run_call(state, task, fn, data, kwargs, limit, after is not None))
+                retry = None if policy is None else _Retry(policy, marks, report)
+                outcomes.append(
+                    _run_call(state, task, fn, data, kwargs, limit, after is not None, retry)
+                )
             finally:
                 request.id = chunk_id
                 setattr(request, CHUNK_ATTRIBUTE, None)
@@ -79,6 +102,32 @@ def register_chunk_task(state: AppState) -> celery.Task:
     return task
 
 
+class _Retry:
+    """How one call of a chunk is retried in place: its policy, the cancel marks to
+    look at after a wait, and how to report the chunk's outcomes before one."""
+
+    def __init__(
+        self, policy: RetryPolicy, marks: CancelMarks | None, report: Callable[[], None]
+    ) -> None:
+        self.policy = policy
+        self.marks = marks
+        self.report = report
+
+    def wait(self, state: AppState, task: celery.Task, error: BaseException, tries: int) -> bool:
+        """Show ``error`` as the call's ``RETRY`` and wait out the backoff; ``False``
+        when the call was cancelled meanwhile."""
+        call = str(task.request.id)
+        packed = state.wire.pack_error(
+            error, task_id=call, limit=state.app.config["CELERY_MAX_PAYLOAD"]
+        )
+        task.update_state(task_id=call, state=states.RETRY, meta=packed)
+        if task.request.is_eager:
+            return True
+        self.report()
+        time.sleep(self.policy.delay(tries))
+        return self.marks is None or not self.marks.read([call])
+
+
 def _run_call(
     state: AppState,
     task: celery.Task,
@@ -87,16 +136,31 @@ def _run_call(
     kwargs: dict[str, Any],
     limit: int | None,
     refs: bool,
+    retry: _Retry | None = None,
 ) -> bytes:
     wire = state.wire
-    try:
-        args, own = wire.load(data)
-        given = {**kwargs, **own} if own else kwargs
-        if refs:  # Futures among the arguments: their results, read from the backend
-            args, given = resolve(state, args, given)
-        value = state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **given))
-    except TaskCancelled:
-        return SKIPPED
-    except Exception as exc:
-        return wire.failure(exc, limit)
-    return wire.outcome(value, limit)
+    tries = 0
+    while True:
+        try:
+            value = _call(state, task, fn, data, kwargs, refs)
+        except TaskCancelled:
+            return SKIPPED
+        except Exception as exc:
+            error = time_limit_error(exc, task.request.timelimit)
+            if retry is None or not retry.policy.retries_for(error, tries):
+                return wire.failure(error, limit)
+            if not retry.wait(state, task, error, tries):
+                return SKIPPED
+            tries += 1
+            continue
+        return wire.outcome(value, limit)
+
+
+def _call(
+    state: AppState, task: celery.Task, fn: Any, data: bytes, kwargs: dict[str, Any], refs: bool
+) -> Any:
+    args, own = state.wire.load(data)
+    given = {**kwargs, **own} if own else kwargs
+    if refs:  # Futures among the arguments: their results, read from the backend
+        args, given = resolve(state, args, given)
+    return state.pm.run_task(app=state.app, task=task, run=lambda: fn(*args, **given))

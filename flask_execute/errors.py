@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 if TYPE_CHECKING:
     from flask_execute.pool import FuturePool
@@ -128,3 +130,63 @@ class DependencyFailed(ExecuteError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class TimeLimitError(ExecuteError):
+    """A call ran past its ``time_limit`` or ``soft_time_limit``.
+
+    Catch one of the two subclasses, or Celery's own types, which they also are:
+    :class:`HardTimeLimitError` is a :exc:`celery.exceptions.TimeLimitExceeded`,
+    :class:`SoftTimeLimitError` a :exc:`celery.exceptions.SoftTimeLimitExceeded`.
+
+    :ivar limit: ``"hard"`` or ``"soft"``.
+    :ivar seconds: the limit, in seconds (``None`` when the worker did not say).
+    """
+
+    limit = ""
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        given = "" if self.seconds is None else f" ({self.seconds:g}s)"
+        return f"{self.limit} time limit{given} exceeded"
+
+    def __reduce__(self) -> tuple[type[TimeLimitError], tuple[float | None]]:
+        return type(self), (self.seconds,)
+
+
+class HardTimeLimitError(TimeLimitError, TimeLimitExceeded):  # type: ignore[misc]
+    """The hard ``time_limit`` ended the call: the worker killed the process that ran
+    it (and started another). Nothing of the call ran to its end."""
+
+    limit = "hard"
+
+
+class SoftTimeLimitError(TimeLimitError, SoftTimeLimitExceeded):  # type: ignore[misc]
+    """The ``soft_time_limit`` raised inside the call, and the call let it out. The
+    worker's traceback (``__cause__``) shows where the function was."""
+
+    limit = "soft"
+
+
+def time_limit_error(exc: BaseException, timelimit: Sequence[Any] | None = None) -> BaseException:
+    """``exc`` as a :class:`TimeLimitError` saying which limit hit, when it is one of
+    Celery's time limit exceptions; any other exception as it is.
+
+    :param timelimit: the request's ``(hard, soft)`` limits, for the soft limit's seconds
+        (Celery raises it without them); the hard limit's come with its exception.
+    """
+    if isinstance(exc, TimeLimitError):
+        return exc
+    if isinstance(exc, SoftTimeLimitExceeded):
+        soft = timelimit[1] if timelimit else None
+        error: TimeLimitError = SoftTimeLimitError(soft)
+    elif isinstance(exc, TimeLimitExceeded):
+        hard = exc.args[0] if exc.args else None
+        error = HardTimeLimitError(hard if isinstance(hard, (int, float)) else None)
+    else:
+        return exc
+    error.__traceback__ = exc.__traceback__  # where the function was when it hit
+    return error

@@ -8,8 +8,9 @@ and how long it waits in between: exponential backoff with full jitter, as Celer
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,3 +76,39 @@ class RetryPolicy:
         """Seconds to wait before retry number ``tries + 1``."""
         delay = min(self.backoff_max, self.backoff * 2**tries)
         return random.uniform(0, delay) if self.jitter else delay
+
+
+class Retrying:
+    """A submitted function and its :class:`RetryPolicy`, as they travel together in the
+    signed call token (the policy names exception types, which JSON cannot carry).
+
+    Calling it calls the function; its name, module and docs are the function's own, so
+    the call shows under the function's name. The run and chunk tasks take it apart
+    with :func:`unwrap` and retry as the policy says.
+
+    :param fn: the submitted function.
+    :param policy: how a failed call of it is tried again.
+    """
+
+    def __init__(self, fn: Callable[..., Any], policy: RetryPolicy) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.policy = policy
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{self.fn!r} retried up to {self.policy.retries} times>"
+
+
+def with_retries(fn: Callable[..., Any], policy: RetryPolicy | None) -> Callable[..., Any]:
+    """``fn`` as it is sent: wrapped with ``policy`` when there is one."""
+    return fn if policy is None else Retrying(fn, policy)
+
+
+def unwrap(fn: Callable[..., Any]) -> tuple[Callable[..., Any], RetryPolicy | None]:
+    """The function a worker runs and its retry policy (``None``: no retries)."""
+    if isinstance(fn, Retrying):
+        return fn.fn, fn.policy
+    return fn, None

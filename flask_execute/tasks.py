@@ -18,7 +18,9 @@ from celery import signals, states
 from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
 from celery.utils.time import maybe_iso8601, maybe_make_aware
 
+from flask_execute.errors import time_limit_error
 from flask_execute.refs import resolve
+from flask_execute.retrying import unwrap
 from flask_execute.runtime import RUN_TASK, Message
 from flask_execute.streams import STREAM_ATTRIBUTE, StreamEnd, drain, stream_writer
 from flask_execute.wire import STREAM_MARK
@@ -168,6 +170,7 @@ def register_run_task(state: AppState) -> celery.Task:
         task_id = str(task.request.id)
         max_age = config["CELERY_TOKEN_MAX_AGE"]
         fn, args, kwargs = wire.unpack_call(token, task_id=task_id, max_age=max_age)
+        fn, policy = unwrap(fn)
         limit = config["CELERY_MAX_PAYLOAD"]
         try:
 
@@ -184,7 +187,17 @@ def register_run_task(state: AppState) -> celery.Task:
         except _CONTROL_FLOW:
             raise
         except Exception as exc:
-            raise wire.pack_error(exc, task_id=task_id, limit=limit) from None
+            error = time_limit_error(exc, task.request.timelimit)
+            tries = task.request.retries
+            if policy is not None and policy.retries_for(error, tries):
+                # Celery's own retry: a new message under the same id, due after the
+                # backoff, so no worker slot waits it out; the Future sees RETRY.
+                raise task.retry(
+                    exc=wire.pack_error(error, task_id=task_id, limit=limit),
+                    countdown=policy.delay(tries),
+                    max_retries=policy.retries,
+                ) from None
+            raise wire.pack_error(error, task_id=task_id, limit=limit) from None
         return result
 
     def run_stream(task: celery.Task, generator: Any) -> StreamEnd:

@@ -22,7 +22,7 @@ from celery.utils import uuid
 from flask_execute.cancelling import CancelMarks
 from flask_execute.chunk_future import ChunkFuture
 from flask_execute.chunk_ids import call_id, split_call_id
-from flask_execute.errors import RemoteError, UnknownTaskError
+from flask_execute.errors import RemoteError, UnknownTaskError, time_limit_error
 from flask_execute.stream_future import StreamFuture
 from flask_execute.streams import STREAM, StreamEnd, batch_binding, batch_key
 from flask_execute.wire import STREAM_MARK
@@ -127,14 +127,25 @@ class Tracker:
             group = self._group_of(task_id)
             status = meta.get("status", states.PENDING)
             if group is not None and status not in states.READY_STATES:
-                group[0].deliver_call(group[1], status, meta.get("result"))
+                group[0].deliver_call(group[1], status, self._info(task_id, status, meta))
             return
         status = meta.get("status", states.PENDING)
         if status in states.READY_STATES:
             self._pending.pop(task_id, None)
             self.resolve(future, status, meta.get("result"))
         elif status != states.PENDING:
-            future.set_state(status, meta.get("result"))
+            future.set_state(status, self._info(task_id, status, meta))
+
+    def _info(self, task_id: str, status: str, meta: Mapping[str, Any]) -> Any:
+        """What an intermediate state shows as ``future.info``: for ``RETRY``, the
+        exception being retried, rebuilt as a failure is."""
+        info = meta.get("result")
+        if status != states.RETRY or info is None:
+            return info
+        try:
+            return self.decode_exception(info, task_id)
+        except Exception as exc:  # forged, or it cannot be rebuilt here
+            return exc
 
     def resolve(self, future: Future, status: str, result: Any) -> None:
         """Finish ``future`` with a final Celery state and what the backend stored."""
@@ -159,7 +170,9 @@ class Tracker:
         if isinstance(result, RemoteError):
             return wire.unpack_error(result, task_id=task_id)
         if isinstance(result, BaseException):
-            return result
+            # A worker's main process stores Celery's TimeLimitExceeded when the hard
+            # limit ended a call: say which limit hit.
+            return time_limit_error(result)
         if isinstance(result, dict):
             if (
                 result.get("exc_type") == "RemoteError"
@@ -168,7 +181,7 @@ class Tracker:
                 error = RemoteError(*result.get("exc_message", ()))
                 return wire.unpack_error(error, task_id=task_id)
             exc: BaseException = self.state.celery_app.backend.exception_to_python(result)
-            return exc
+            return time_limit_error(exc)
         return RuntimeError(f"task failed with {result!r}")
 
     def get(self, task_id: str) -> Future:
