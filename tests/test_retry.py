@@ -85,9 +85,7 @@ def test_retries_exhausted_fail_with_the_last_exception_and_its_traceback(
         future.result(timeout=1)
 
 
-def test_the_future_shows_retry_with_the_exception_during_the_backoff(
-    celery, broker_url, tries
-):
+def test_the_future_shows_retry_with_the_exception_during_the_backoff(celery, broker_url, tries):
     key, read = tries
     fn = flaky(broker_url, key, fail_times=1)
     options = celery.options(retries=1, retry_on=ConnectionError, retry_backoff=2)
