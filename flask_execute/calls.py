@@ -62,7 +62,6 @@ def submit_call(
         and set(how.publish) <= set(PUBLISH_OPTIONS)
     ):
         return batch.submit(fn, args, kwargs, how.publish)
-    message = call_message(state, fn, args, kwargs, how)
     message = call_message(state, fn, args, kwargs, how, refs)
     return state.send([message], hold=not isinstance(message.future, StreamFuture))[0]
 
