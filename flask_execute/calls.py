@@ -15,6 +15,7 @@ from celery.utils import uuid
 
 from flask_execute.batching import active_batch
 from flask_execute.chunks import send_map
+from flask_execute.dedup import send_keyed
 from flask_execute.plans import PUBLISH_OPTIONS, Plan, plan
 from flask_execute.refs import Ref, take_futures, waits_for
 from flask_execute.retrying import with_retries
@@ -63,6 +64,8 @@ def submit_call(
     ):
         return batch.submit(fn, args, kwargs, how.publish)
     message = call_message(state, fn, args, kwargs, how, refs)
+    if how.key is not None:  # sent at once, even in a batch: its Future may be another's
+        return send_keyed(state, message, how.key, how.key_keep)
     return state.send([message], hold=not isinstance(message.future, StreamFuture))[0]
 
 

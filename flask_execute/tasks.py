@@ -18,6 +18,7 @@ from celery import signals, states
 from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
 from celery.utils.time import maybe_iso8601, maybe_make_aware
 
+from flask_execute.dedup import freeing
 from flask_execute.errors import time_limit_error
 from flask_execute.refs import resolve
 from flask_execute.retrying import unwrap
@@ -162,7 +163,18 @@ def register_run_task(state: AppState) -> celery.Task:
     """Register the task that unpacks and runs submitted functions on ``state``'s app."""
 
     def run(
-        task: celery.Task, token: str, stream: bool = False, after: list[str] | None = None
+        task: celery.Task,
+        token: str,
+        stream: bool = False,
+        after: list[str] | None = None,
+        key: str | None = None,
+        key_keep: float = 0,
+    ) -> dict[str, str]:
+        with freeing(task, key, key_keep):  # a deduplication key, freed when it ends
+            return run_call(task, token, stream, after)
+
+    def run_call(
+        task: celery.Task, token: str, stream: bool, after: list[str] | None
     ) -> dict[str, str]:
         wire, config = state.wire, state.app.config
         # Bound to the id this message runs under (a copy re-sent under another id is
