@@ -170,6 +170,8 @@ def register_run_task(state: AppState) -> celery.Task:
         key: str | None = None,
         key_keep: float = 0,
     ) -> dict[str, str]:
+        if key is None:
+            return run_call(task, token, stream, after)
         with freeing(task, key, key_keep):  # a deduplication key, freed when it ends
             return run_call(task, token, stream, after)
 

@@ -59,6 +59,9 @@ def test_a_second_submission_while_running_gets_the_same_task(celery, client, na
     second = celery.options(key=key).submit(dedup.counted, counter, None, "never")
     assert second.id == first.id
     assert _held(celery, client, key) == first.id
+    active = celery.celery_app.control.inspect(timeout=3).active() or {}
+    (running,) = [t for tasks in active.values() for t in tasks if t["id"] == first.id]
+    assert running["kwargs"] == {"key": redis_key(celery.state(), key), "key_keep": 0}
     release()
     assert second.result(timeout=30) == "done" and first.result(timeout=30) == "done"
     assert _runs(client, counter) == 1
@@ -82,6 +85,18 @@ def test_after_the_task_finishes_the_key_is_free(celery, client, names):
     second = celery.options(key=key).submit(dedup.counted, counter, None, "b")
     assert second.id != first.id and second.result(timeout=30) == "b"
     assert _runs(client, counter) == 2
+
+
+def test_a_submission_without_a_key_never_reaches_the_key_machinery(celery, monkeypatch):
+    import flask_execute.calls
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("a call without a key took the keyed path")
+
+    monkeypatch.setattr(flask_execute.calls, "send_keyed", refuse)
+    assert celery.submit(dedup.counted, f"runs-{uuid.uuid4().hex}", None, 5).result(30) == 5
+    with pytest.raises(AssertionError, match="keyed path"):
+        celery.options(key="any").submit(dedup.counted, "x")
 
 
 def test_the_key_has_a_safety_expiry(celery, client, names, gate):

@@ -12,7 +12,8 @@ from flask import current_app
 
 
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(current_app.config["CELERY_BROKER_URL"])
+    # Longer than any wait for a gate (redis-py may default to a few seconds).
+    return redis.Redis.from_url(current_app.config["CELERY_BROKER_URL"], socket_timeout=90)
 
 
 def counted(counter, gate=None, value=None):
