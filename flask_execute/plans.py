@@ -121,6 +121,8 @@ def plan(options: Mapping[str, Any], *, extra: bool = False) -> Plan:
     :raises TypeError, ValueError: an unknown option (unless ``extra``), a bad value,
         or options that do not go together; nothing was sent.
     """
+    if not options:  # most calls: nothing to check
+        return Plan()
     given = {k: v for k, v in options.items() if v is not None}
     ours = {k: v for k, v in given.items() if k in OPTIONS}
     check_options(ours if extra else given)
