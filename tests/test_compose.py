@@ -91,20 +91,20 @@ def test_a_chain_of_a_thousand_calls(celery, m):
 
 def test_a_task_may_submit_calls_but_never_wait_for_them(celery, m):
     def parent(x):
-        from tests.apps.basic import add, celery
+        from tests.apps.basic import add, celery, sleep
 
-        child = celery.submit(add, x, 1)
+        child = celery.submit(sleep, x)  # still running when the wait below begins
         then = celery.submit(add, child, 1)  # waits in Redis, not in this process
         try:
             child.result(timeout=5)
         except RuntimeError as exc:
-            refused = str(exc)
-        return then.id, refused
+            return then.id, str(exc)
+        return then.id, "not refused"
 
-    then_id, refused = celery.submit(parent, 1).result(timeout=30)
+    then_id, refused = celery.submit(parent, 1.0).result(timeout=30)
     assert "waits for a Future that is not done" in refused
     assert "allow_join_result" in refused
-    assert celery.get(then_id).result(timeout=30) == 3
+    assert celery.get(then_id).result(timeout=30) == 2.0
 
 
 def test_a_future_of_another_application_is_refused_before_anything_is_sent(celery, m):
