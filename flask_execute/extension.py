@@ -14,8 +14,8 @@ import contextlib
 import copy
 import functools
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, overload
 
 import celery
 from flask import Blueprint, Flask, current_app, has_app_context
@@ -27,6 +27,7 @@ from flask_execute.chunk_task import register_chunk_task
 from flask_execute.config import celery_settings
 from flask_execute.errors import ServiceError
 from flask_execute.essentials import check_disabled_plugins
+from flask_execute.executor import CeleryExecutor
 from flask_execute.futures import Future
 from flask_execute.inspection import Control, Inspect, online_workers
 from flask_execute.manager import PluginManager
@@ -36,11 +37,15 @@ from flask_execute.pool import FuturePool
 from flask_execute.registry import TaskRegistry
 from flask_execute.runtime import AppState
 from flask_execute.schedules import ScheduleRegistry
+from flask_execute.stream_future import StreamFuture
 from flask_execute.tasks import register_run_task, task_class
 
 #: Keywords of ``submit``/``map`` taken as Celery options, not passed to the function.
 #: Use :meth:`~flask_execute.Celery.options` to pass any of them to the function itself.
 SUBMIT_OPTIONS = PUBLISH_OPTIONS
+
+R = TypeVar("R")
+Y = TypeVar("Y")
 
 
 class Celery:
@@ -138,7 +143,15 @@ class Celery:
 
     # -- dynamic submission ------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    @overload
+    def submit(  # type: ignore[overload-overlap]  # a stream's result is its return value
+        self, fn: Callable[..., Generator[Y, Any, R]], /, *args: Any, **kwargs: Any
+    ) -> StreamFuture[Y, R]: ...
+
+    @overload
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]: ...
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Run ``fn(*args, **kwargs)`` on a worker and return its :class:`Future`.
 
         The keywords ``queue``, ``countdown``, ``eta``, ``expires`` and ``priority`` are
@@ -154,11 +167,11 @@ class Celery:
 
     def apply(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., R],
         args: Iterable[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Future:
+    ) -> Future[R]:
         """Run ``fn(*args, **kwargs)`` on a worker with any Celery publishing option.
 
         Unlike :meth:`submit`, no keyword of ``fn`` is reserved. The options of
@@ -188,7 +201,7 @@ class Celery:
             check_options({"chunksize": chunksize})
         yield from open_batch(self.state(), chunksize)
 
-    def map(self, fn: Callable[..., Any], /, *calls: Any, **kwargs: Any) -> FuturePool:
+    def map(self, fn: Callable[..., R], /, *calls: Any, **kwargs: Any) -> FuturePool[R]:
         """Run ``fn`` once per positional argument, each the argument list of one call.
 
         ``celery.map(add, [1, 2], [3, 4])`` runs ``add(1, 2)`` and ``add(3, 4)``; keyword
@@ -207,7 +220,9 @@ class Celery:
         """
         return map_calls(self.state(), fn, calls, kwargs, pop_options(kwargs))
 
-    def starmap(self, fn: Callable[..., Any], calls: Iterable[Any], /, **kwargs: Any) -> FuturePool:
+    def starmap(
+        self, fn: Callable[..., R], calls: Iterable[Any], /, **kwargs: Any
+    ) -> FuturePool[R]:
         """:meth:`map` over an iterable of calls (a generator too, read once, as the
         calls are packed): ``celery.starmap(add, ((i, i) for i in range(10_000)))``."""
         return map_calls(self.state(), fn, calls, kwargs, pop_options(kwargs))
@@ -227,6 +242,19 @@ class Celery:
         unknown name or a bad value fails at once, naming what is accepted.
         """
         return Options(self, options)
+
+    def executor(self, **options: Any) -> CeleryExecutor:
+        """A :class:`concurrent.futures.Executor` sending to the current application's
+        workers with ``options`` (those of :meth:`options`), for code written against
+        the standard executor API::
+
+            with celery.executor(queue="reports") as executor:
+                totals = list(executor.map(add, [1, 2], [3, 4]))
+            await loop.run_in_executor(celery.executor(), build, 42)
+
+        See :doc:`composing` for where it differs from a thread pool.
+        """
+        return CeleryExecutor(self.state(), options)
 
     def blueprint(
         self,
@@ -248,7 +276,7 @@ class Celery:
         state = self.state(app)
         return state.pm.make_blueprint(state.app, name, authorize)
 
-    def get(self, task_id: str) -> Future:
+    def get(self, task_id: str) -> Future[Any]:
         """Return the Future of a task submitted earlier, here or elsewhere.
 
         :raises UnknownTaskError: nothing is known of ``task_id``.

@@ -14,6 +14,17 @@ from celery.result import task_join_will_block
 
 if TYPE_CHECKING:
     from celery.result import AsyncResult
+    from typing_extensions import TypeVar
+
+    # A bare ``Future`` means ``Future[Any]`` to a type checker (PEP 696 default), so
+    # code that does not care about the result type need not spell it out.
+    T = TypeVar("T", default=Any)
+    ItemT = TypeVar("ItemT", default=Any)
+else:  # at run time a plain TypeVar: the generics cost nothing per future
+    from typing import TypeVar
+
+    T = TypeVar("T")
+    ItemT = TypeVar("ItemT")
 
 _TIMEOUT_IS_BUILTIN: bool = getattr(cf, "TimeoutError") is TimeoutError  # noqa: B009
 

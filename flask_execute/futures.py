@@ -27,6 +27,7 @@ from flask_execute import aio
 from flask_execute.future_support import (
     FutureOwner,
     FutureTimeout,
+    T,
     _in_callbacks,
     accepts_argument,
     in_callbacks,
@@ -47,8 +48,9 @@ __all__ = [
 logger = logging.getLogger("flask_execute")
 
 
-class Future(cf.Future):  # type: ignore[type-arg]
-    """The result of one task.
+class Future(cf.Future[T]):
+    """The result of one task; ``Future[int]`` to a type checker for a call of a
+    function that returns an ``int``.
 
     :param task_id: the Celery task id.
     :param owner: the application state that resolves this future; ``None`` for a
@@ -72,7 +74,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._celery_state: str = states.PENDING
         self._info: Any = None
         self._progress: Progress | None = None
-        self._progress_callbacks: list[Callable[[Future], Any]] = []
+        self._progress_callbacks: list[Callable[[Future[T]], Any]] = []
         # Made when the future finishes with done callbacks waiting (an Event costs
         # about a kilobyte; a map holds one Future per call).
         self._callbacks_finished: threading.Event | None = None
@@ -165,7 +167,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
         self._invoke_callbacks()
         return True
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         """Wait for and return the task's result; raise its exception.
 
         Done callbacks added before the task finished have finished too when this
@@ -271,7 +273,7 @@ class Future(cf.Future):  # type: ignore[type-arg]
 
     # -- await, and the internal wake-ups behind it ------------------------------------
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, T]:
         """``await future``: the result or the task's exception, as :meth:`result`.
 
         No thread waits: the future wakes the event loop when it settles. Cancelling

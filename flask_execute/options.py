@@ -9,7 +9,7 @@ instead, where every keyword goes to the function. The options are checked when 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from flask_execute.calls import map_calls, submit_call
 from flask_execute.plans import OPTIONS, PUBLISH_OPTIONS, check_options, task_options
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from flask_execute.registry import RegisteredTask
 
 __all__ = ["OPTIONS", "PUBLISH_OPTIONS", "Options", "check_options"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Options:
@@ -44,17 +47,19 @@ class Options:
         """These options, updated with ``options``."""
         return Options(self._extension, {**self._options, **options})
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """``celery.submit`` with these options; every keyword goes to ``fn``
         (``chunksize`` does not apply to a single call)."""
 
         return submit_call(self._extension.state(), fn, args, kwargs, self._options)
 
-    def map(self, fn: Callable[..., Any], /, *calls: Any, **kwargs: Any) -> FuturePool:
+    def map(self, fn: Callable[..., R], /, *calls: Any, **kwargs: Any) -> FuturePool[R]:
         """``celery.map`` with these options; every keyword goes to ``fn``."""
         return self.starmap(fn, calls, **kwargs)
 
-    def starmap(self, fn: Callable[..., Any], calls: Iterable[Any], /, **kwargs: Any) -> FuturePool:
+    def starmap(
+        self, fn: Callable[..., R], calls: Iterable[Any], /, **kwargs: Any
+    ) -> FuturePool[R]:
         """``celery.starmap`` with these options; every keyword goes to ``fn``."""
 
         return map_calls(self._extension.state(), fn, calls, kwargs, self._options)

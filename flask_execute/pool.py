@@ -5,17 +5,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any, overload
+from typing import Any, Generic, overload
 
 from celery import states
 
 from flask_execute import aio
+from flask_execute.future_support import T
 from flask_execute.futures import Future, accepts_argument, remaining
 from flask_execute.progress import PoolProgress
 
 
-class FuturePool:
-    """The futures of one ``celery.map`` call, queried together.
+class FuturePool(Generic[T]):
+    """The futures of one ``celery.map`` call, queried together; ``FuturePool[int]``
+    to a type checker for calls of a function that returns an ``int``.
 
     Iterates, indexes and measures like a list of :class:`Future`. ``done()`` is true
     when all are done; ``running()`` and ``cancelled()`` when any is; ``result()``
@@ -23,27 +25,27 @@ class FuturePool:
     ``await pool`` is ``result()`` for asyncio code.
     """
 
-    def __init__(self, futures: Iterable[Future] = ()) -> None:
-        self.futures: list[Future] = list(futures)
+    def __init__(self, futures: Iterable[Future[T]] = ()) -> None:
+        self.futures: list[Future[T]] = list(futures)
         self._token: str | None = None
 
-    def add(self, future: Future) -> None:
+    def add(self, future: Future[T]) -> None:
         """Add one more future to the pool."""
         self.futures.append(future)
 
-    def __iter__(self) -> Iterator[Future]:
+    def __iter__(self) -> Iterator[Future[T]]:
         return iter(self.futures)
 
     def __len__(self) -> int:
         return len(self.futures)
 
     @overload
-    def __getitem__(self, index: int) -> Future: ...
+    def __getitem__(self, index: int) -> Future[T]: ...
 
     @overload
-    def __getitem__(self, index: slice) -> list[Future]: ...
+    def __getitem__(self, index: slice) -> list[Future[T]]: ...
 
-    def __getitem__(self, index: int | slice) -> Future | list[Future]:
+    def __getitem__(self, index: int | slice) -> Future[T] | list[Future[T]]:
         return self.futures[index]
 
     def __repr__(self) -> str:
@@ -101,12 +103,12 @@ class FuturePool:
         """Cancel every future; ``True`` if all are cancelled now."""
         return all([f.cancel() for f in self.futures])
 
-    def result(self, timeout: float | None = None) -> list[Any]:
+    def result(self, timeout: float | None = None) -> list[T]:
         """Wait for every result (``timeout`` bounds the whole wait) and return them."""
         deadline = None if timeout is None else time.monotonic() + timeout
         return [f.result(remaining(deadline)) for f in self.futures]
 
-    def results(self, timeout: float | None = None) -> Iterator[Any]:
+    def results(self, timeout: float | None = None) -> Iterator[T]:
         """Yield the results in submission order, each as soon as it is in (so the first
         comes before the pool is done); a call that failed raises its exception when
         reached. ``timeout`` bounds the whole iteration."""
@@ -114,7 +116,7 @@ class FuturePool:
         for future in self.futures:
             yield future.result(remaining(deadline))
 
-    def __await__(self) -> Generator[Any, None, list[Any]]:
+    def __await__(self) -> Generator[Any, None, list[T]]:
         """``await pool``: the list of results in order, as :meth:`result`, raising the
         exception of the first call that failed, in submission order. No thread waits
         (see :meth:`Future.__await__ <flask_execute.Future.__await__>`)."""
@@ -137,7 +139,7 @@ class FuturePool:
         remaining = [len(self.futures)]
         lock = threading.Lock()
 
-        def one_done(_future: Future) -> None:
+        def one_done(_future: Future[T]) -> None:
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0

@@ -15,11 +15,11 @@ import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Generic
 
 from flask_execute.aio import waker
 from flask_execute.errors import ConfigurationError
-from flask_execute.future_support import FutureOwner, FutureTimeout
+from flask_execute.future_support import FutureOwner, FutureTimeout, ItemT, T
 from flask_execute.futures import Future
 from flask_execute.streams import STREAM, StreamEnd
 
@@ -54,8 +54,9 @@ def check_stream_backend(backend: Any, eager: bool) -> None:
 RECHECK = 1.0
 
 
-class StreamFuture(Future):
-    """The Future of a submitted generator function.
+class StreamFuture(Future[T], Generic[ItemT, T]):
+    """The Future of a submitted generator function; ``StreamFuture[int, str]`` to a
+    type checker for a generator that yields ``int`` and returns ``str``.
 
     :param task_id: the Celery task id.
     :param owner: the application's tracker.
@@ -116,7 +117,7 @@ class StreamFuture(Future):
         self._batches = max(self._batches, batch)
         return items, batch
 
-    def stream(self, timeout: float | None = None) -> ItemStream:
+    def stream(self, timeout: float | None = None) -> ItemStream[ItemT]:
         """Every item the generator yields, in order, as it is yielded; then the end
         (or the generator's exception, after the items before it).
 
@@ -127,14 +128,14 @@ class StreamFuture(Future):
         return ItemStream(self, timeout)
 
 
-class ItemStream:
+class ItemStream(Generic[ItemT]):
     """The items of one :class:`StreamFuture`, for ``for`` and ``async for``."""
 
-    def __init__(self, future: StreamFuture, timeout: float | None) -> None:
+    def __init__(self, future: StreamFuture[ItemT, Any], timeout: float | None) -> None:
         self.future = future
         self.timeout = timeout
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[ItemT]:
         future = self.future
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         changed = threading.Event()
@@ -154,7 +155,7 @@ class ItemStream:
             unsubscribe()
         self._end()
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    async def __aiter__(self) -> AsyncIterator[ItemT]:
         future = self.future
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
