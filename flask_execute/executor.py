@@ -8,6 +8,7 @@ Code written against the standard executor (``submit``, ``map``, ``shutdown``, `
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -110,7 +111,7 @@ class CeleryExecutor(cf.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more calls; with ``wait``, return once every call sent through this
-        executor is done.
+        executor is done and its done callbacks have run.
 
         ``cancel_futures`` cancels the calls that have not started. Celery tells no one
         when a call starts unless asked to: a call counts as started once its Future
@@ -129,8 +130,10 @@ class CeleryExecutor(cf.Executor):
             for future in futures:
                 if future.state == states.PENDING:
                     future.cancel()
-        if wait:
-            cf.wait(futures)
+        if wait:  # as a thread pool's: done, and the done callbacks have run
+            for future in futures:
+                with contextlib.suppress(cf.CancelledError):
+                    future.exception()
 
     def _enter(self, what: str) -> None:
         with self._condition:
