@@ -7,12 +7,14 @@ import asyncio
 import concurrent.futures as cf
 import operator
 import threading
+from pathlib import Path
 
 import pytest
 
 from flask_execute import Future
 from flask_execute.chunk_ids import split_call_id
 from flask_execute.executor import CeleryExecutor
+from tests import helpers
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -144,6 +146,38 @@ def test_shutdown_cancel_futures_cancels_the_calls_that_have_not_started(celery,
     release()
     release()
     assert [f.result(timeout=30) for f in running] == ["released", "released"]
+
+
+@pytest.fixture(scope="module")
+def tracked(broker_url, tmp_path_factory, session_pids):
+    """``tests.apps.executor_app`` (``CELERY_TASK_TRACK_STARTED``), one worker process."""
+    import tests.apps.executor_app as module
+
+    log = Path(tmp_path_factory.mktemp("executor")) / "worker.log"
+    with helpers.session_worker(
+        "tests.apps.executor_app:app",
+        module.celery.celery_app,
+        broker_url,
+        log,
+        session_pids,
+        name="executor",
+        queues="executor",
+        concurrency=1,
+    ):
+        yield module
+
+
+def test_with_started_tracked_cancel_futures_spares_a_silent_running_call(tracked, gate):
+    release, key = gate
+    executor = tracked.celery.executor()
+    running = executor.submit(tracked.wait_for_release, key)
+    wait_for(lambda: running.state == "STARTED", timeout=30, message="started")
+    queued = [executor.submit(tracked.add, i, i) for i in range(3)]
+    executor.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued) and not running.done()
+    release()
+    executor.shutdown()  # waits for the running call
+    assert running.result(timeout=0) == "released"
 
 
 def test_run_in_executor(celery, m):
