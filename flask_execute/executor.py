@@ -124,8 +124,8 @@ class CeleryExecutor(cf.Executor):
             self._shut = True
             while self._sending:
                 self._condition.wait()
-            futures = [f for f in self._futures if not f.done()]
-            self._futures = []
+            # Kept: a later shutdown(wait=True) still waits for them.
+            self._futures = futures = [f for f in self._futures if not f.done()]
         if cancel_futures:
             for future in futures:
                 if future.state == states.PENDING:
