@@ -54,15 +54,15 @@ class Ref:
 
 def take_futures(
     state: AppState, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any], list[Ref]]:
+) -> tuple[tuple[Any, ...], Mapping[str, Any], list[Ref]]:
     """Put a :class:`Ref` in the place of every Future among a call's arguments.
 
     :return: the arguments, and the Refs put in (none: the arguments as they were).
     :raises ValueError: a Future of another application, or one made by hand.
     """
     refs: list[Ref] = []
-    if not any(map(_may_hold, args)) and not any(map(_may_hold, kwargs.values())):
-        return args, dict(kwargs), refs
+    if not any(map(_holds, args)) and not any(map(_holds, kwargs.values())):
+        return args, kwargs, refs  # most calls: one look at each argument
 
     def swap(value: Any, where: str) -> Any:
         if isinstance(value, Future):
@@ -83,8 +83,14 @@ def take_futures(
     return new_args, new_kwargs, refs
 
 
-def _may_hold(value: Any) -> bool:
-    return isinstance(value, Future) or type(value) in (list, tuple, dict)
+def _holds(value: Any) -> bool:
+    """Whether ``value`` is a Future or holds one, one level down."""
+    if isinstance(value, Future):
+        return True
+    kind = type(value)
+    if kind is list or kind is tuple:
+        return any(isinstance(v, Future) for v in value)
+    return kind is dict and any(isinstance(v, Future) for v in value.values())
 
 
 def waits_for(refs: Iterable[Ref]) -> tuple[str, ...]:
@@ -102,6 +108,12 @@ def _ref(state: AppState, future: Future, where: str) -> Ref:
         )
     outcome = None
     if state.eager:  # run already: what it gave travels with the call
+        if not future.done():
+            raise TypeError(
+                f"{where} is {future!r}, held by celery.batch() until the block ends: in "
+                "eager mode a call runs at once, so it cannot take a Future of the same "
+                "batch; pass it after the block"
+            )
         outcome = _outcome_of(future)
     return Ref(future.id, future.name, where, outcome)
 

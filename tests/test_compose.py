@@ -12,10 +12,35 @@ from flask_execute import DependencyFailed, FuturePool
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_a_future_passed_as_an_argument_gives_its_result(celery, m):
-    first = celery.submit(m.sleep, 0.3)
+def _held(celery, task_id):
+    """Whether the call ``task_id`` waits in Redis for its inputs (not yet published)."""
+    import redis
+
+    key = f"flask_execute:waiting:{celery.celery_app.main}:msg:{task_id}"
+    return redis.Redis.from_url(celery.celery_app.conf.broker_url).exists(key) == 1
+
+
+def test_a_future_passed_as_an_argument_gives_its_result(celery, m, gate):
+    release, key = gate
+    first = celery.submit(m.wait_for_release, key, 5)
     second = celery.submit(m.add, first, 10)
-    assert second.result(timeout=30) == 10.3
+    assert _held(celery, second.id) and second.state == "PENDING"
+    release()
+    assert second.result(timeout=30) == 15
+    assert not _held(celery, second.id)
+
+
+def test_a_call_cancelled_while_it_waits_is_never_sent(celery, m, gate):
+    release, key = gate
+    first = celery.submit(m.wait_for_release, key, 5)
+    second = celery.submit(m.add, first, 10)
+    third = celery.submit(m.add, second, 1)
+    assert second.cancel() and not _held(celery, second.id)
+    assert celery.state().celery_app.AsyncResult(second.id).state == "REVOKED"
+    with pytest.raises(DependencyFailed, match=r"positional argument 0 .* was cancelled"):
+        third.result(timeout=30)  # released at once: its input ended (revoked)
+    release()
+    assert first.result(timeout=30) == 5
 
 
 def test_futures_inside_lists_and_dicts_and_as_keywords(celery, m):
@@ -57,10 +82,11 @@ def test_map_takes_futures_and_the_calls_of_a_map_are_inputs(celery, m):
     assert total.result(timeout=30) == 20
 
 
-def test_a_cancelled_input_fails_the_call(celery, m):
-    slow = celery.submit(m.sleep, 5)
+def test_a_cancelled_input_fails_the_call(celery, m, gate):
+    _, key = gate
+    slow = celery.submit(m.wait_for_release, key)
     after = celery.submit(m.add, slow, 1)
-    assert slow.cancel()
+    assert slow.cancel()  # terminated at once (this app's CELERY_CANCEL_GRACE is 0)
     with pytest.raises(DependencyFailed, match="was cancelled"):
         after.result(timeout=30)
     assert not isinstance(after.exception(), cf.CancelledError)

@@ -9,7 +9,12 @@ by the first to see its last input end:
 - the web process that holds the input's Future, as soon as the result arrives;
 - the worker that ran the input, when the input itself waited for others (so a chain
   runs on from worker to worker);
-- otherwise a sweep in every worker's main process, once a second.
+- otherwise a sweep in every worker's main process, once a second (on a thread of its
+  own), which also renews the keys of calls still waiting.
+
+A cancelled call that still waits is taken back from Redis and stored ``REVOKED``
+(this plugin answers :func:`~flask_execute.hookspecs.flask_execute_cancel_task` first
+for such a call).
 
 Blocked, a call with a Future among its arguments fails at ``submit`` with
 :exc:`~flask_execute.ConfigurationError`, naming this plugin; nothing is sent.
@@ -18,6 +23,7 @@ Blocked, a call with a Future among its arguments fails at ``submit`` with
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +63,12 @@ def waiting_calls(state: AppState) -> Waiting:
                 "keeps the call until its inputs end; set CELERY_RESULT_BACKEND to a "
                 "redis:// URL, or pass the result (future.result()) instead; nothing "
                 "was sent"
+            )
+        if state.celery_app.conf.result_serializer != "json":
+            raise ConfigurationError(
+                "a Future passed as an argument needs results stored as JSON, which the "
+                "result backend's Redis reads to tell which inputs ended; remove "
+                "CELERY_RESULT_SERIALIZER (JSON is the default); nothing was sent"
             )
         found = state.plugin_data["dependencies"] = Waiting(state)
     return found
@@ -105,7 +117,9 @@ def _release_when_done(state: AppState, keeper: Waiting, task_id: str) -> None:
             logger.warning("flask_execute: could not release the calls after %s: %s", task_id, exc)
 
     def on_change() -> None:
-        if future.done():
+        # Not on a cancel here: the task may still be running; its stored end (REVOKED,
+        # or an outcome) is what a worker's sweep waits for.
+        if future.done() and not future.cancelled():
             state.futures.run_callback(release)
 
     future.subscribe(on_change)
@@ -134,39 +148,63 @@ signals.task_postrun.connect(_release_after, weak=False)
 
 class SweepWaiting(bootsteps.StartStopStep):  # type: ignore[misc]
     """A worker step: publishes, every :data:`SWEEP_INTERVAL` seconds, the calls whose
-    inputs all ended while no process that could release them saw it."""
+    inputs all ended while no process that could release them saw it. On a thread of
+    its own, so that a slow backend never holds up the worker's consumer."""
 
     def __init__(self, c: Consumer, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
-        self._timer: Any = None
-        self._failing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self, c: Consumer) -> None:
         state: AppState | None = getattr(c.app, "flask_execute_state", None)
         if state is None or state.eager:
             return
         try:
-            waiting_calls(state)
+            keeper = waiting_calls(state)
         except ConfigurationError:  # no Redis result backend: no call ever waits
             return
-        self._timer = c.timer.call_repeatedly(SWEEP_INTERVAL, self.sweep, (state,))
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(keeper,), name="flask_execute-sweep", daemon=True
+        )
+        self._thread.start()
 
     def stop(self, c: Consumer) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(SWEEP_INTERVAL * 5)
 
     shutdown = stop
 
-    def sweep(self, state: AppState) -> None:
-        try:
-            waiting_calls(state).sweep()
-        except Exception as exc:  # the backend is down: look again next time
-            if not self._failing:
-                logger.warning("flask_execute: could not sweep the waiting calls: %s", exc)
-            self._failing = True
-            return
-        self._failing = False
+    def _run(self, keeper: Waiting) -> None:
+        failing = False
+        while not self._stop.wait(SWEEP_INTERVAL):
+            try:
+                keeper.sweep()
+            except Exception as exc:  # the backend is down: look again next time
+                if not failing:
+                    logger.warning("flask_execute: could not sweep the waiting calls: %s", exc)
+                failing = True
+                continue
+            failing = False
+
+
+@hookimpl(tryfirst=True)
+def flask_execute_cancel_task(app: Flask, task_id: str) -> bool | None:
+    # A call still waiting for its inputs is taken back at once (stored REVOKED), and
+    # never published; any other goes on to the 'cancel' plugin.
+    state = AppState.of(app)
+    if state.eager:
+        return None
+    try:
+        return waiting_calls(state).withdraw(task_id) or None
+    except ConfigurationError:  # no call waits with this backend
+        return None
+    except Exception as exc:  # the backend is down: the 'cancel' plugin marks it
+        logger.warning("flask_execute: could not look for %s among waiting calls: %s", task_id, exc)
+        return None
 
 
 @hookimpl

@@ -144,25 +144,54 @@ class Waiting:
 
     def sweep(self, older_than: float = 1.0, limit: int = 100) -> int:
         """Publish the calls whose inputs have all ended although no one released them
-        (the process that saw the end went away first); return how many."""
-        ids = self.client.zrangebyscore(
-            self.pending, 0, time.time() - older_than, start=0, num=limit
-        )
+        (the process that saw the end went away first); return how many.
+
+        Looks at the ``limit`` calls that waited longest since their last look, and
+        moves those still waiting to the back of the line, their keys' lives renewed
+        (an input may run longer than ``result_expires``)."""
+        now = time.time()
+        ids = [
+            raw.decode()
+            for raw in self.client.zrangebyscore(
+                self.pending, 0, now - older_than, start=0, num=limit
+            )
+        ]
+        if not ids:
+            return 0
+        messages = self.client.mget([self.prefix + "msg:" + i for i in ids])
+        inputs = {
+            i: json.loads(raw)["kwargs"].get("after") or []
+            for i, raw in zip(ids, messages, strict=True)
+            if raw is not None
+        }
+        wanted = sorted({x for found in inputs.values() for x in found})
+        metas = self.client.mget([self._result_key(x) for x in wanted]) if wanted else []
+        ended = {x for x, meta in zip(wanted, metas, strict=True) if self._ended(meta)}
         published = 0
-        for raw_id in ids:
-            task_id = raw_id.decode()
-            raw = self.client.get(self.prefix + "msg:" + task_id)
-            if raw is None:  # expired, or published meanwhile
-                self.client.zrem(self.pending, task_id)
-                continue
-            inputs = json.loads(raw)["kwargs"].get("after") or []
-            metas = self.client.mget([self._result_key(i) for i in inputs]) if inputs else []
-            if all(m is not None and _status(m) in states.READY_STATES for m in metas):
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            if task_id not in inputs:  # expired, or published meanwhile
+                pipe.zrem(self.pending, task_id)
+            elif ended.issuperset(inputs[task_id]):
                 taken = self._take(keys=self._keys(task_id), args=[task_id])
                 if taken is not None:
                     self.publish(taken)
                     published += 1
+            else:
+                pipe.zadd(self.pending, {task_id: now}, xx=True)
+                for key in self._keys(task_id)[:2]:
+                    pipe.expire(key, self.ttl)
+        pipe.execute()
         return published
+
+    def _ended(self, meta: bytes | None) -> bool:
+        if meta is None:
+            return False
+        try:
+            status = self.backend.decode(meta).get("status")
+        except Exception:
+            return False
+        return status in states.READY_STATES
 
     def publish(self, raw: bytes) -> None:
         """Publish a kept message, its call signed afresh (it may have waited long)."""
@@ -174,23 +203,29 @@ class Waiting:
         chunk = message["task"] == RUN_CHUNK
         try:
             args[0] = self.state.wire.renew_call(args[0], task_id=task_id, due=due, chunk=chunk)
-            celery_app.tasks[message["task"]].publish(
-                args, message["kwargs"], task_id=task_id, **options
-            )
-        except Exception as exc:  # keep it for the next sweep, never lose it
+            task = celery_app.tasks[message["task"]]
+        except Exception as exc:  # it can never be sent (keys rotated away ...): say so
+            logger.warning("flask_execute: %s, which waited, cannot be sent: %s", task_id, exc)
+            self.backend.mark_as_failure(task_id, exc)
+            return
+        try:
+            task.publish(args, message["kwargs"], task_id=task_id, **options)
+        except Exception as exc:  # the broker: keep it for the next sweep, never lose it
             logger.warning("flask_execute: could not publish %s, which waited: %s", task_id, exc)
             pipe = self.client.pipeline()
             pipe.set(self.prefix + "msg:" + task_id, raw, ex=self.ttl)
             pipe.zadd(self.pending, {task_id: 0})
             pipe.execute()
 
-
-def _status(meta: bytes) -> str | None:
-    try:
-        status = json.loads(meta).get("status")
-    except (ValueError, AttributeError):
-        return None
-    return status if isinstance(status, str) else None
+    def withdraw(self, task_id: str) -> bool:
+        """Take back the call ``task_id`` if it still waits (it was cancelled): it is
+        stored ``REVOKED`` and what waits for it is released; ``False`` if it does not
+        wait here."""
+        if self._take(keys=self._keys(task_id), args=[task_id]) is None:
+            return False
+        self.backend.mark_as_revoked(task_id, "cancelled while it waited for its inputs")
+        self.release(task_id)
+        return True
 
 
 def _dump(message: Message) -> str:

@@ -70,6 +70,13 @@ def report_until_released(key, steps):
     return "released" if released else "timed out"
 
 
+def wait_for_release(key, value=None):
+    """Wait until ``key`` is pushed in Redis (the run's database), then return
+    ``value``."""
+    redis.Redis.from_url(current_app.config["CELERY_BROKER_URL"]).blpop([key], 60)
+    return value
+
+
 def count_up(n, key=None):
     """Yield 0 .. n - 1 (a stream); with ``key``, wait after the first item until it
     is pushed in Redis (the run's database)."""
