@@ -133,6 +133,13 @@ def map_calls(
     if "time_limit" in how.publish or "soft_time_limit" in how.publish:
         # Celery's limits hold for a whole message: one call per message keeps them each
         # call's own.
+        if how.retry is not None:
+            raise ValueError(
+                "options retries and time_limit/soft_time_limit cannot go together in a "
+                "map: its calls retry in place, inside the one message the limit holds "
+                "for; submit each call (celery.options(...).submit), whose retries are "
+                "new messages, each with the whole limit"
+            )
         if chunksize not in (None, 1):
             raise ValueError(
                 f"option chunksize={chunksize} cannot go with a time limit: a limit holds "

@@ -62,12 +62,13 @@ def register_chunk_task(state: AppState) -> celery.Task:
         reported, last = 0, time.monotonic()
         request = task.request
 
-        def report() -> None:  # the outcomes done so far, before a call waits
-            nonlocal reported
+        def report() -> None:  # the outcomes done so far (a long chunk, a call waits)
+            nonlocal reported, last
             if len(outcomes) > reported:
                 meta = wire.pack_outcomes(reported, outcomes[reported:], task_id=chunk_id)
                 task.update_state(task_id=chunk_id, state=PARTIAL, meta=meta)
                 reported = len(outcomes)
+            last = time.monotonic()
 
         for index, data in enumerate(calls):
             if ids[index] in cancelled:
@@ -87,12 +88,9 @@ def register_chunk_task(state: AppState) -> celery.Task:
                 # A cancelled call: the calls after it may well be cancelled too.
                 cancelled |= marks.read(ids[index + 1 :])
             if index + 1 < len(calls) and time.monotonic() - last >= REPORT_INTERVAL:
-                meta = wire.pack_outcomes(reported, outcomes[reported:], task_id=chunk_id)
-                task.update_state(task_id=chunk_id, state=PARTIAL, meta=meta)
-                reported = len(outcomes)
+                report()
                 if marks is not None:
                     cancelled |= marks.read(ids[index + 1 :])
-                last = time.monotonic()
         return wire.pack_outcomes(0, outcomes, task_id=chunk_id)
 
     register = state.celery_app.task(
@@ -124,8 +122,12 @@ class _Retry:
         if task.request.is_eager:
             return True
         self.report()
-        time.sleep(self.policy.delay(tries))
-        return self.marks is None or not self.marks.read([call])
+        until = time.monotonic() + self.policy.delay(tries)
+        while (left := until - time.monotonic()) > 0:  # a cancel ends the wait early
+            time.sleep(min(left, REPORT_INTERVAL))
+            if self.marks is not None and self.marks.read([call]):
+                return False
+        return True
 
 
 def _run_call(

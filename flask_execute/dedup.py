@@ -118,18 +118,16 @@ def send_keyed(state: AppState, message: Message, key: str, keep: float) -> Futu
     name = redis_key(state, key)
     message.kwargs.update(key=name, key_keep=keep)
     held = _take(state, client, name, message)
-    if held is not None:
-        future = state.futures.get(held)
-        future.add_done_callback(lambda f: _release_cancelled(client, name, held, f))
-        return future
+    if held is not None:  # its sender (or a worker) frees it: no callback per duplicate
+        return state.futures.get(held)
     try:
         future = state.send([message], hold=False)[0]
     except BrokerUnavailable as exc:
         if not exc.may_arrive:
-            _release(client, name, message.task_id)
+            _release(client, name, message.task_id, unsent=backend_key(state, message))
         raise
     except BaseException:
-        _release(client, name, message.task_id)
+        _release(client, name, message.task_id, unsent=backend_key(state, message))
         raise
     task_id = message.task_id
     future.add_done_callback(lambda f: _release_cancelled(client, name, task_id, f))
@@ -175,7 +173,7 @@ def _take(state: AppState, client: Any, name: str, message: Message) -> str | No
             task_id,
             math.ceil(lifetime * 1000),
             backend.encode(marker),
-            math.ceil(expires),
+            math.ceil(expires + _delay(message.options)) if expires else 0,
             backend.key_t(backend.task_keyprefix),
         )
     except (RedisConnectionError, RedisTimeoutError) as exc:
@@ -199,10 +197,19 @@ def _delay(options: dict[str, Any]) -> float:
     return max(0.0, float(when.timestamp()) - time.time())
 
 
-def _release(client: Any, name: str, task_id: str, keep: float = 0.0) -> bool:
+def backend_key(state: AppState, message: Message) -> Any:
+    """The result key of ``message``'s task."""
+    return state.celery_app.backend.get_key_for_task(message.task_id)
+
+
+def _release(client: Any, name: str, task_id: str, keep: float = 0.0, unsent: Any = None) -> bool:
     """Free ``name`` (or keep it ``keep`` seconds) if it names ``task_id``; a backend
-    that does not answer is logged (the key's expiry or a takeover frees it)."""
+    that does not answer is logged (the key's expiry or a takeover frees it). With
+    ``unsent`` (the result key of a task never published), its PENDING record goes
+    too, so that no ``celery.get`` waits for it."""
     try:
+        if unsent is not None:
+            client.delete(unsent)
         return bool(client.eval(_FREE, 1, name, task_id, math.ceil(keep * 1000), KEPT))
     except RedisError as exc:
         logger.warning("flask_execute: could not free key %s of %s: %s", name, task_id, exc)
@@ -212,6 +219,8 @@ def _release(client: Any, name: str, task_id: str, keep: float = 0.0) -> bool:
 def _release_cancelled(
     client: Any, name: str, task_id: str, future: concurrent.futures.Future[Any]
 ) -> None:
+    # Freed at once, as the user asked: a call already running may go on for up to
+    # CELERY_CANCEL_GRACE beside the next one (documented).
     if future.cancelled():
         _release(client, name, task_id)
 

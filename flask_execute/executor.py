@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from celery import states
 
+from flask_execute.batching import active_batch
 from flask_execute.calls import map_calls, submit_call
 from flask_execute.future_support import remaining
 from flask_execute.plans import check_options
@@ -48,6 +49,11 @@ class CeleryExecutor(cf.Executor):
 
     def __init__(self, state: AppState, options: Mapping[str, Any]) -> None:
         check_options(options)
+        if options.get("key") is not None:
+            raise TypeError(
+                "option key names one call, and an executor sends many: give each call "
+                "its own with celery.options(key=...).submit(...)"
+            )
         self._state = state
         self._options = dict(options)
         self._futures: list[Future[Any]] = []
@@ -136,6 +142,12 @@ class CeleryExecutor(cf.Executor):
                     future.exception()
 
     def _enter(self, what: str) -> None:
+        if active_batch(self._state) is not None:
+            raise RuntimeError(
+                f"cannot {what} inside celery.batch(): the calls would be held until the "
+                "block ends, so waiting for them (map's results, shutdown) would never "
+                "end; use the executor outside the block"
+            )
         with self._condition:
             if self._shut:
                 raise RuntimeError(f"cannot {what} after shutdown: make a new executor")

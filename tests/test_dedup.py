@@ -69,7 +69,7 @@ def test_a_second_submission_while_running_gets_the_same_task(celery, client, na
 
 def test_a_second_submission_while_queued_gets_the_same_task(celery, client, names):
     key, counter = names
-    first = celery.options(key=key, countdown=1).submit(dedup.counted, counter, None, 1)
+    first = celery.options(key=key, countdown=3).submit(dedup.counted, counter, None, 1)
     second = celery.options(key=key).submit(dedup.counted, counter, None, 2)
     assert second.id == first.id and not first.done()
     assert _runs(client, counter) == 0  # still queued when the second came
@@ -224,7 +224,7 @@ def test_concurrent_submissions_from_threads_and_another_process_make_one_task(
 def test_a_keyed_call_in_a_batch_leaves_at_once_and_is_deduplicated(celery, client, names):
     key, counter = names
     with celery.batch():
-        first = celery.options(key=key, countdown=1).submit(dedup.counted, counter, None, 1)
+        first = celery.options(key=key, countdown=3).submit(dedup.counted, counter, None, 1)
         second = celery.options(key=key).submit(dedup.counted, counter, None, 2)
         assert second.id == first.id
         assert _held(celery, client, key) == first.id  # taken before the block ended

@@ -109,3 +109,16 @@ def test_options_are_a_registered_tasks_defaults(celery):
     for sending in ({"countdown": 3}, {"key": "k"}, {"chunksize": 2}):
         with pytest.raises(TypeError, match="cannot be a registered task's default"):
             celery.options(**sending).task(add)
+
+
+def test_a_map_refuses_retries_with_a_time_limit(celery):
+    with pytest.raises(ValueError, match="retries and time_limit/soft_time_limit cannot go"):
+        celery.options(time_limit=5, retries=1, retry_on=OSError).map(add, (1, 2))
+
+
+def test_an_executor_refuses_a_key_and_a_batch(celery):
+    with pytest.raises(TypeError, match="option key names one call, and an executor"):
+        celery.executor(key="k")
+    executor = celery.executor()
+    with celery.batch(), pytest.raises(RuntimeError, match=r"inside celery\.batch"):
+        executor.submit(add, 1, 2)
