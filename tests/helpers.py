@@ -465,3 +465,16 @@ def made_apps(
     finally:
         for app in apps:
             app.extensions["celery"].stop(timeout=stop_timeout)
+
+
+#: Config of an app that must never reach a broker: nothing listens on port 1.
+DEAD_BROKER = {"CELERY_BROKER_URL": "redis://127.0.0.1:1/0", "CELERY_START_LOCAL_WORKERS": False}
+
+
+def input_future(celery: Any, task_id: str = "an-input") -> Any:
+    """A Future of ``celery``'s only app, tracked there, for a task never sent: what a
+    call can take as its input without any broker."""
+    state = celery.state()
+    future = state.pm.make_future(state.app, task_id, "input")
+    state.futures.track(future, listen=False)
+    return future

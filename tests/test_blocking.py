@@ -209,15 +209,9 @@ def test_blocking_cancel():
 
 def test_blocking_dependencies():
     app = app_blocking("dependencies")
-    app.config.update(
-        CELERY_ALWAYS_EAGER=False,
-        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
-        CELERY_START_LOCAL_WORKERS=False,
-    )
+    app.config.update(CELERY_ALWAYS_EAGER=False, **helpers.DEAD_BROKER)
     celery = Celery(app)
-    state = celery.state()
-    first = state.pm.make_future(app, "an-input", "input")
-    state.futures.track(first, listen=False)
+    first = helpers.input_future(celery)
     with pytest.raises(ConfigurationError, match=r"flask_execute_send_after.*'dependencies'"):
         celery.submit(pow, first, 2)
     # In eager mode the inputs are done: the call is sent as any, and works.

@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import pytest
 
 from flask_execute import DependencyFailed, FuturePool
+from tests import helpers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,8 +94,6 @@ def test_a_cancelled_input_fails_the_call(celery, m, gate):
 
 
 def test_calls_still_run_after_the_web_process_that_sent_them_exits(celery, m):
-    from tests import helpers
-
     env = helpers.test_env(FLASK_EXECUTE_TEST_BROKER=celery.celery_app.conf.broker_url)
     proc = helpers.start_script("tests.apps.compose_exit", env)
     try:
@@ -176,14 +175,8 @@ def test_a_backend_that_is_not_redis_is_refused_with_nothing_sent():
     from flask_execute import Celery, ConfigurationError
 
     app = Flask("compose_not_redis")
-    app.config.update(
-        CELERY_BROKER_URL="redis://127.0.0.1:1/0",  # nothing listens: a send would fail
-        CELERY_RESULT_BACKEND="cache+memory://",
-        CELERY_START_LOCAL_WORKERS=False,
-    )
+    app.config.update(CELERY_RESULT_BACKEND="cache+memory://", **helpers.DEAD_BROKER)
     celery = Celery(app)
-    state = celery.state()
-    first = state.pm.make_future(app, "an-input", "input")
-    state.futures.track(first, listen=False)
+    first = helpers.input_future(celery)
     with pytest.raises(ConfigurationError, match="needs a Redis result backend"):
         celery.submit(pow, first, 2)
