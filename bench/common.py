@@ -281,3 +281,22 @@ def compared(label: str, ours: list[float], theirs: list[float], target: float) 
             "info",
         ),
     ]
+
+
+def run_both_sides(title: str, measure: Callable[[Any, Any, Path], list[Row]]) -> int:
+    """The body of a benchmark's ``main``: lease a Redis database, run one worker per
+    side, ``measure(fe, raw, tmp)``, print its rows under ``title``, and report what
+    was left running and the wall time."""
+    import shlex
+    import tempfile
+
+    started = time.perf_counter()
+    with terminate_on_sigterm(), redis_db() as broker, tempfile.TemporaryDirectory() as tmp:
+        print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+        with both_sides(broker, Path(tmp)) as (fe, raw):
+            rows = measure(fe, raw, Path(tmp))
+    print_table(title, rows)
+    left = leftover_processes()
+    print(f"processes left behind: {left or 'none'}")
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+    return 0

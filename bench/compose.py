@@ -18,24 +18,17 @@ Exits non-zero only if something broke.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-import tempfile
 import time
-from pathlib import Path
 from types import ModuleType
 
 from celery import chain
 from common import (
     Row,
-    both_sides,
     compared,
-    leftover_processes,
     ms,
-    print_table,
     progress,
-    redis_db,
-    terminate_on_sigterm,
+    run_both_sides,
     timed,
 )
 
@@ -104,18 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=100, help="dependent calls timed (a)")
     parser.add_argument("--chain", type=int, default=1000, help="length of the chain (b)")
     args = parser.parse_args(argv)
-    command = shlex.join([sys.executable, *sys.argv])
-    started = time.perf_counter()
-    with terminate_on_sigterm(), redis_db() as broker, tempfile.TemporaryDirectory() as tmp:
-        print(f"command: {command}")
-        with both_sides(broker, Path(tmp)) as (fe, raw):
-            rows = dependent(fe, raw, args.samples)
-            rows += long_chain(fe, raw, args.chain)
-    print_table("futures as arguments (bench/compose.py)", rows)
-    left = leftover_processes()
-    print(f"processes left behind: {left or 'none'}")
-    print(f"wall time {time.perf_counter() - started:.1f} s")
-    return 0
+    return run_both_sides(
+        "futures as arguments (bench/compose.py)",
+        lambda fe, raw, _: dependent(fe, raw, args.samples) + long_chain(fe, raw, args.chain),
+    )
 
 
 if __name__ == "__main__":
