@@ -135,9 +135,7 @@ class CancelWatch:
         try:
             self._cancelled = self.marks.is_marked(self.task_id)
         except Exception as exc:  # the run goes on; the next question reads again
-            logger.warning(
-                "flask_execute: could not read the cancel mark of %s: %s", self.task_id, exc
-            )
+            logger.warning("could not read the cancel mark of %s: %s", self.task_id, exc)
         return self._cancelled
 
     def finished(self) -> bool:

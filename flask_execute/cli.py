@@ -22,7 +22,7 @@ from flask.cli import NoAppException
 
 from flask_execute.cluster import cluster_command
 from flask_execute.discovery import APP_ENV, app_import_path, load_cli_app
-from flask_execute.errors import ConfigurationError
+from flask_execute.errors import BrokerUnavailable, ConfigurationError
 from flask_execute.runtime import WORKER_ENV, AppState
 from flask_execute.watch import watch_command
 
@@ -191,12 +191,16 @@ def status_command(
     app = load_cli_app(ctx)
     AppState.of(app).in_worker = True
     ext = _extension(app)
-    with app.app_context():
-        if destination is None and hasattr(ext, "status"):
-            result: dict[str, str] = dict(ext.status(timeout=timeout))
-        else:
-            replies = ext.inspect.ping(destination=destination, timeout=timeout)
-            result = {node: "OK" for node in replies}
+    try:
+        with app.app_context():
+            if destination is None and hasattr(ext, "status"):
+                result: dict[str, str] = dict(ext.status(timeout=timeout))
+            else:
+                replies = ext.inspect.ping(destination=destination, timeout=timeout)
+                result = {node: "OK" for node in replies}
+    except BrokerUnavailable as exc:
+        click.echo(f"Error: {exc}", err=True)
+        ctx.exit(EX_UNAVAILABLE)
     online = sum(1 for value in result.values() if value == "OK")
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))

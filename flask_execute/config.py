@@ -78,6 +78,24 @@ def celery_settings(
     return settings
 
 
+def user_key(config: Mapping[str, Any], name: str) -> str | None:
+    """The Flask config key the user set for the Celery setting ``name``, if any."""
+    for key in config:
+        if isinstance(key, str) and key.startswith(_PREFIXES) and celery_setting_name(key) == name:
+            return key
+    return None
+
+
+def result_backend_key(config: Mapping[str, Any]) -> str:
+    """The key to fix when the result backend fails: ``CELERY_RESULT_BACKEND`` as the
+    user spelled it, else the broker's key, which it defaults to."""
+    own = user_key(config, "result_backend")
+    if own is not None:
+        return own
+    broker = user_key(config, "broker_url") or "CELERY_BROKER_URL"
+    return f"{broker} (the result backend is the broker unless CELERY_RESULT_BACKEND is set)"
+
+
 def _warn_unknown(key: str, own: set[str]) -> None:
     known = own | set(_TO_NEW_KEY) | {f"CELERY_{k.upper()}" for k in SETTING_KEYS}
     close = difflib.get_close_matches(key, known, n=1)

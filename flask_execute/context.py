@@ -108,9 +108,7 @@ class RunningTask:
         try:
             reporter.flush()
         except Exception as exc:  # the outcome matters more than its last report
-            logger.warning(
-                "flask_execute: could not write the last progress of %s: %s", self.id, exc
-            )
+            logger.warning("could not write the last progress of %s: %s", self.id, exc)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.task, name)

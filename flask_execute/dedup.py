@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from flask_execute.config import result_backend_key
 from flask_execute.errors import BrokerUnavailable, ConfigurationError
 from flask_execute.wire import STREAM_MARK
 
@@ -179,7 +180,8 @@ def _take(state: AppState, client: Any, name: str, message: Message) -> str | No
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise BrokerUnavailable(
             f"the result backend did not answer while taking key {name!r} ({exc}): start "
-            f"Redis or fix CELERY_RESULT_BACKEND; nothing was published (task id {task_id})",
+            f"Redis or fix {result_backend_key(state.app.config)}; nothing was published "
+            f"(task id {task_id})",
             task_ids=[task_id],
         ) from exc
     return None if held is None else held.decode() if isinstance(held, bytes) else str(held)
@@ -212,7 +214,7 @@ def _release(client: Any, name: str, task_id: str, keep: float = 0.0, unsent: An
             client.delete(unsent)
         return bool(client.eval(_FREE, 1, name, task_id, math.ceil(keep * 1000), KEPT))
     except RedisError as exc:
-        logger.warning("flask_execute: could not free key %s of %s: %s", name, task_id, exc)
+        logger.warning("could not free key %s of %s: %s", name, task_id, exc)
         return False
 
 

@@ -16,6 +16,7 @@ from flask import Flask
 from flask.cli import ScriptInfo
 
 from flask_execute.errors import ConfigurationError
+from flask_execute.importing import loading
 from flask_execute.markers import NAME
 from flask_execute.runtime import WORKER_ENV, AppState
 
@@ -40,7 +41,8 @@ def load_app(import_path: str | None = None) -> Flask:
     os.environ[WORKER_ENV] = "1"
     path = import_path or os.environ.get(APP_ENV) or os.environ.get("FLASK_APP")
     cwd_importable()
-    return ScriptInfo(app_import_path=path).load_app()
+    with loading(path):
+        return ScriptInfo(app_import_path=path).load_app()
 
 
 def load_celery_app(import_path: str | None = None) -> celery.Celery:
@@ -63,7 +65,8 @@ def load_cli_app(ctx: click.Context) -> Flask:
     a :exc:`click.ClickException` if it does not use flask_execute."""
     info = ctx.ensure_object(ScriptInfo)
     cwd_importable()
-    app = info.load_app()
+    with loading(info.app_import_path):
+        app = info.load_app()
     try:
         celery_app_of(app)
     except ConfigurationError as error:

@@ -337,14 +337,26 @@ class Celery:
     def status(self, timeout: float = 1.0) -> dict[str, str]:
         """Ping the workers in-process: ``{"foo@host": "OK", ...}``.
 
-        Every worker that answers is listed, configured or not; configured workers
-        that do not answer within ``timeout`` are ``"OFFLINE"``. Once every configured
-        worker answered, the call listens a moment longer (as long as the answers took,
-        at least 0.1 s) for the others, then returns
+        Every worker that answers is listed, configured or not. Local workers
+        (``CELERY_WORKERS``) that should be running but do not answer within
+        ``timeout`` are ``"OFFLINE"``: those that start by themselves
+        (``CELERY_START_LOCAL_WORKERS``) or that this process started. Once every
+        expected worker answered, the call listens a moment longer (as long as the
+        answers took, at least 0.1 s) for the others, then returns
         (:func:`~flask_execute.inspection.online_workers`).
+
+        :raises ~flask_execute.BrokerUnavailable: the broker did not answer.
         """
         state = self.state()
-        expected = {s.node for s in state.pm.describe_services(state.app) if s.node}
+        supervisor = state.supervisor
+        # The services plugin's key, read with a default: blocked, nothing is local.
+        local = bool(state.app.config.get("CELERY_START_LOCAL_WORKERS"))
+        running = supervisor.running() if supervisor is not None else {}
+        expected = {
+            s.node
+            for s in state.pm.describe_services(state.app)
+            if s.node and (local or s.name in running)
+        }
         online = online_workers(state.celery_app, expected, timeout)
         found = dict.fromkeys(sorted(online), "OK")
         for node in sorted(expected - online):

@@ -234,7 +234,7 @@ class Future(cf.Future[T]):
             try:
                 fn(self) if takes_future else fn()
             except Exception:
-                logger.exception("flask_execute: callback %r of %r raised", fn, self)
+                logger.exception("callback %r of %r raised", fn, self)
 
         return call
 
@@ -396,4 +396,4 @@ def _wake(fn: Callable[[], None], future: Future) -> None:
     try:
         fn()
     except Exception:  # a waker must never break the thread that changes the future
-        logger.exception("flask_execute: wake-up %r of %r failed", fn, future)
+        logger.exception("wake-up %r of %r failed", fn, future)

@@ -22,6 +22,11 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
+
+from flask_execute.errors import BrokerUnavailable
+
 if TYPE_CHECKING:
     import celery
 
@@ -55,6 +60,31 @@ def own_connection(celery_app: celery.Celery) -> Iterator[Any]:
         ).start()
 
 
+def reach_broker(celery_app: celery.Celery, connection: Any, timeout: float) -> None:
+    """Connect ``connection`` with one quick retry, within ``timeout`` seconds; a broker
+    that does not answer raises :exc:`~flask_execute.BrokerUnavailable` naming its URL,
+    ``CELERY_BROKER_URL`` and how long the attempt really took (Celery's own retries
+    would take seconds and end in a raw kombu error)."""
+    start = time.monotonic()
+    try:
+        connection.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0.2, timeout=timeout
+        )
+    except (OperationalError, OSError) as exc:
+        took = time.monotonic() - start
+        url = maybe_sanitize_url(str(celery_app.conf.broker_url))
+        raise BrokerUnavailable(
+            f"the broker at {url} did not answer ({exc}; gave up after {took:.2f}s): "
+            "start it, or set CELERY_BROKER_URL to one that runs"
+        ) from None
+
+
+def broker_reachable(celery_app: celery.Celery, timeout: float) -> None:
+    """:func:`reach_broker` on a connection of its own, released at once."""
+    with own_connection(celery_app) as connection:
+        reach_broker(celery_app, connection, timeout)
+
+
 class _AllAnswered(Exception):
     pass
 
@@ -80,12 +110,14 @@ def online_workers(
 
     control = celery_app.control
     with own_connection(celery_app) as connection:
+        reach_broker(celery_app, connection, timeout)
         start = time.monotonic()
         with contextlib.suppress(_AllAnswered):
-            control.ping(
+            replies = control.ping(
                 connection=connection, timeout=timeout, callback=on_reply if wanted else None
             )
-            return found  # waited the whole timeout: everyone who answered is here
+            # Waited the whole timeout: everyone who answered is here.
+            return found.union(name for reply in replies or () for name in reply)
         took = time.monotonic() - start
         listen = min(max(LISTEN, took), timeout - took)
         if listen > 0:
@@ -136,12 +168,14 @@ class _Remote:
             if isinstance(destination, str):  # "a@host, b@host", as `-d` takes it
                 destination = [node.strip() for node in destination.split(",") if node.strip()]
             nodes = None if destination is None else list(destination)
+            wait = DEFAULT_TIMEOUT if timeout is None else timeout
             options = {
                 "destination": nodes,
-                "timeout": DEFAULT_TIMEOUT if timeout is None else timeout,
+                "timeout": wait,
                 # With known recipients, stop waiting as soon as all of them answered.
                 "limit": len(nodes) if nodes else None,
             }
+            broker_reachable(self.celery_app, wait)
             return self._send(name, args, kwargs, options)
 
         command.__name__ = command.__qualname__ = name

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import states
 
+from flask_execute.config import result_backend_key
 from flask_execute.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -120,14 +121,21 @@ class RedisResultSource(_ThreadedSource):
         self._expires = int(expires) if expires else None
 
     def start(self) -> None:
+        started = time.monotonic()
         self._spawn()
         if not self._ready.wait(self.timeout) or self._error is not None:
             # Not joined: the thread ends by itself, its socket operations are bounded.
             self._stop.set()
             url = self.backend.as_uri()
+            took = time.monotonic() - started
+            why = (
+                f"{self._error}; gave up after {took:.2f}s"
+                if self._error is not None
+                else f"no answer within {self.timeout:g}s"
+            )
             raise BrokerUnavailable(
-                f"cannot subscribe to the result backend at {url} within {self.timeout}s "
-                f"({self._error or 'no answer'}): start Redis or fix CELERY_RESULT_BACKEND"
+                f"cannot subscribe to the result backend at {url} ({why}): start Redis or "
+                f"fix {result_backend_key(self.state.app.config)}"
             )
         threading.Thread(
             target=self._write_markers, name="flask_execute-markers", daemon=True
@@ -168,7 +176,7 @@ class RedisResultSource(_ThreadedSource):
             try:
                 pipe.execute()
             except Exception as exc:  # the markers are a convenience; results still flow
-                logger.warning("flask_execute: could not record submitted tasks: %s", exc)
+                logger.warning("could not record submitted tasks: %s", exc)
 
     def _run(self) -> None:
         offset = len(self.prefix)
@@ -182,7 +190,7 @@ class RedisResultSource(_ThreadedSource):
                     if self._ready.is_set():
                         self._resync()
                     if lost:
-                        logger.warning("flask_execute: result listener reconnected to Redis")
+                        logger.warning("result listener reconnected to Redis")
                         lost = False
                     self._ready.set()
                     backoff = 0.1
@@ -198,7 +206,7 @@ class RedisResultSource(_ThreadedSource):
                     self._ready.set()
                     return
                 log = logger.debug if lost else logger.warning
-                log("flask_execute: result listener lost Redis (%s); reconnecting", exc)
+                log("result listener lost Redis (%s); reconnecting", exc)
                 lost = True
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
@@ -269,7 +277,7 @@ class PollingResultSource(_ThreadedSource):
                 try:
                     meta = self.backend.get_task_meta(task_id)
                 except Exception as exc:
-                    logger.warning("flask_execute: polling %s failed: %s", task_id, exc)
+                    logger.warning("polling %s failed: %s", task_id, exc)
                     time.sleep(self.interval)
                     continue
                 status = meta.get("status", states.PENDING)

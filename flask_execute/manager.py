@@ -83,7 +83,7 @@ def _import(name: str, module: str) -> object | None:
     except ModuleNotFoundError as exc:
         if exc.name != module:  # a real import error inside the plugin
             raise
-        logger.warning("flask_execute: default plugin %r (%s) is not installed", name, module)
+        logger.warning("default plugin %r (%s) is not installed", name, module)
         return None
 
 

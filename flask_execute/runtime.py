@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery.utils import uuid
 
+from flask_execute.importing import refuse_while_loading
 from flask_execute.markers import NAME
 from flask_execute.signing import Signer, signing_keys
 from flask_execute.status_tokens import StatusTokens
@@ -182,6 +183,7 @@ class AppState:
         if not self._prepared and not self.eager:
             with self._lock:
                 if not self._prepared:
+                    refuse_while_loading("submits work")
                     self.pm.prepare_send(self.app)
                     self._prepared = True
         if not any(m.after for m in messages):

@@ -10,7 +10,8 @@ them. What is refused, and why:
 - a signing key (``CELERY_SIGNING_KEYS``, else ``SECRET_KEY`` and its fallbacks)
   shorter than :data:`MIN_KEY_BYTES`: HMAC is only as strong as its key;
 - a broker or result backend URL kombu or Celery would fail on at first use;
-- a string where Celery or a transport needs a number (it fails deep in a worker).
+- a string where Celery or a transport needs a number (it fails deep in a worker);
+- the ``rpc://`` result backend: only the submitting process could read a result.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kombu import Connection
 from kombu.serialization import registry
 from kombu.utils.url import maybe_sanitize_url, url_to_parts
 
-from flask_execute.config import celery_setting_name
+from flask_execute.config import user_key
 from flask_execute.errors import ConfigurationError
 
 #: Shortest signing key accepted, in bytes (the development key is 32 random bytes).
@@ -63,6 +64,8 @@ _NUMERIC_TRANSPORT_OPTIONS = frozenset(
     )
 )
 _REDIS = ("redis", "rediss")
+#: Result backends that deliver results as messages to the submitter only.
+_MESSAGE_BACKENDS = ("rpc", "amqp")
 
 
 def check_signing_keys(config: Mapping[str, Any]) -> None:
@@ -111,6 +114,7 @@ def check_celery_settings(config: Mapping[str, Any], settings: Mapping[str, Any]
         if value:
             for url in value.split(";") if isinstance(value, str) else list(value):
                 _check_url(spelled(name), name, str(url).strip())
+    _check_backend_kind(spelled("result_backend"), settings.get("result_backend"))
     for name, value in settings.items():
         if name in _NUMERIC_SETTINGS and isinstance(value, str):
             raise ConfigurationError(f"{spelled(name)} must be a number, not the string {value!r}")
@@ -125,12 +129,7 @@ def check_celery_settings(config: Mapping[str, Any], settings: Mapping[str, Any]
 def _spellings(config: Mapping[str, Any]) -> Any:
     """``name -> key``: the Flask key the user set for a Celery setting, else both
     spellings (the setting came from a plugin or Celery)."""
-    found: dict[str, str] = {}
-    for key in config:
-        name = celery_setting_name(key) if isinstance(key, str) else None
-        if name is not None:
-            found[name] = key
-    return lambda name: found.get(name) or f"CELERY_{name.upper()} ({name})"
+    return lambda name: user_key(config, name) or f"CELERY_{name.upper()} ({name})"
 
 
 def _check_content(key: str, items: Iterable[Any]) -> None:
@@ -171,6 +170,18 @@ def _check_url(key: str, name: str, url: str) -> None:
         raise ConfigurationError(
             f"{key} is malformed: {shown!r}: the path of a Redis URL is a database number, "
             f"not {db!r}"
+        )
+
+
+def _check_backend_kind(key: str, value: Any) -> None:
+    scheme = str(value or "").partition("://")[0].partition("+")[0]
+    if scheme in _MESSAGE_BACKENDS:
+        raise ConfigurationError(
+            f"{key} is {value!r}: the {scheme} result backend sends each result as a "
+            "message to the one process that submitted the call, so no other process "
+            "(celery.get, the status pages, a web process after a restart) can read it. "
+            "Use a Redis result backend (redis://...), which every feature supports, or "
+            "one that stores results (db+..., cache+..., file://...)."
         )
 
 

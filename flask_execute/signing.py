@@ -188,8 +188,20 @@ def _key_list(value: Any) -> list[bytes]:
     return [k if isinstance(k, bytes) else str(k).encode() for k in items]
 
 
+#: Development key files this process already warned about.
+_WARNED: set[str] = set()
+
+
 def _development_key(folder: str) -> bytes:
     path = os.path.join(folder, KEY_FILE)
+    if path not in _WARNED:
+        _WARNED.add(path)
+        logger.warning(
+            "no CELERY_SIGNING_KEYS or SECRET_KEY is set: tasks are signed with the "
+            "development key in %s, which only this machine has. Workers on other hosts "
+            "refuse its tasks; set SECRET_KEY (or CELERY_SIGNING_KEYS) before deploying",
+            path,
+        )
     try:
         with open(path, "rb") as fh:
             return fh.read()
@@ -204,11 +216,6 @@ def _development_key(folder: str) -> bytes:
         os.close(fd)
     try:
         os.link(tmp, path)  # atomic: whoever links first wins, the others read theirs
-        logger.info(
-            "flask_execute: no CELERY_SIGNING_KEYS or SECRET_KEY set; generated a "
-            "development signing key in %s (configure one for multi-host workers)",
-            path,
-        )
     except FileExistsError:
         pass
     finally:

@@ -82,7 +82,7 @@ class Tracker:
             try:
                 source.withdrawn(task_id)
             except Exception as exc:  # the backend is down too: the record expires
-                logger.warning("flask_execute: could not withdraw %s: %s", task_id, exc)
+                logger.warning("could not withdraw %s: %s", task_id, exc)
 
     def pending(self, task_id: str) -> Future | None:
         """The Future that waits here for ``task_id`` (a ``map`` chunk's too), if any."""
@@ -274,7 +274,7 @@ class Tracker:
         try:
             meta = source.lookup(task_id)
         except Exception as exc:
-            logger.warning("flask_execute: could not read the state of %s: %s", task_id, exc)
+            logger.warning("could not read the state of %s: %s", task_id, exc)
             return
         if meta is not None:
             self.deliver(task_id, meta)

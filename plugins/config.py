@@ -53,6 +53,8 @@ def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None
         transport.setdefault("unacked_restore_throttle", 1)
         settings["broker_transport_options"] = transport
     settings.setdefault("broker_connection_retry_on_startup", True)
+    # A running task reads STARTED, not PENDING (one backend write per task).
+    settings.setdefault("task_track_started", True)
     settings.setdefault("redis_backend_health_check_interval", 30)
     # A result written while the backend restarts is retried (about a minute, with
     # backoff), instead of turning finished work into FAILURE(ConnectionError).

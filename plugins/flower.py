@@ -86,7 +86,7 @@ def flask_execute_describe_services(app: Flask) -> list[Service]:
         _say_once(
             state,
             logging.WARNING,
-            "flask_execute: CELERY_FLOWER is on but flower is not installed: "
+            "CELERY_FLOWER is on but flower is not installed: "
             "pip install flower, or set CELERY_FLOWER = False",
         )
         return []
@@ -95,12 +95,12 @@ def flask_execute_describe_services(app: Flask) -> list[Service]:
     ours = supervisor is not None and "flower" in supervisor.running()
     if not ours and not state.in_worker and port_taken(address, port):
         if flower_answers(address, port):
-            _say_once(state, logging.INFO, f"flask_execute: flower is running at {address}:{port}")
+            _say_once(state, logging.INFO, f"flower is running at {address}:{port}")
         else:
             _say_once(
                 state,
                 logging.WARNING,
-                f"flask_execute: flower not started: {address}:{port} is taken; set "
+                f"flower not started: {address}:{port} is taken; set "
                 "CELERY_FLOWER_PORT to a free port, or CELERY_FLOWER = False",
             )
         return []

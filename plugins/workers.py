@@ -120,7 +120,14 @@ def flask_execute_add_config_keys() -> Mapping[str, Any]:
 
 @hookimpl
 def flask_execute_validate_config(app: Flask, config: Mapping[str, Any]) -> None:
-    for name, options in configured_workers(config, app.name).items():
+    workers = configured_workers(config, app.name)
+    if not workers and config.get("CELERY_START_LOCAL_WORKERS"):
+        raise ConfigurationError(
+            f"CELERY_WORKERS is {config['CELERY_WORKERS']!r}: no local worker would start, "
+            "so nothing submitted would ever run. Give at least one worker, or set "
+            "CELERY_START_LOCAL_WORKERS=False and run workers yourself (flask celery worker)"
+        )
+    for name, options in workers.items():
         if "@" in name:
             raise ConfigurationError(
                 f"CELERY_WORKERS: give worker names without a host ({name.split('@')[0]!r}, "

@@ -92,7 +92,7 @@ def flask_execute_cancel_task(app: Flask, task_id: str) -> bool:
         try:
             control.broadcast(COMMAND, arguments=arguments)
         except Exception as exc:  # the mark is written: the task stops or is terminated
-            logger.warning("flask_execute: could not broadcast the cancel of %s: %s", task_id, exc)
+            logger.warning("could not broadcast the cancel of %s: %s", task_id, exc)
     # Without a broadcast the mark alone stops the task, at its start or after its grace.
     return True
 

@@ -103,7 +103,7 @@ class TerminateCancelled(bootsteps.StartStopStep):  # type: ignore[misc]
             deadlines = CancelMarks(c.app.backend).deadlines(list(running))
         except Exception as exc:  # the backend is down: look again next time
             if not self._failing:
-                logger.warning("flask_execute: could not read cancel marks: %s", exc)
+                logger.warning("could not read cancel marks: %s", exc)
             self._failing = True
             return
         self._failing = False
@@ -112,12 +112,12 @@ class TerminateCancelled(bootsteps.StartStopStep):  # type: ignore[misc]
             request = running[task_id]
             if deadline > now or request not in active_requests:
                 continue
-            logger.info("flask_execute: terminating cancelled task %s", task_id)
+            logger.info("terminating cancelled task %s", task_id)
             try:
                 request.terminate(c.pool, signal="TERM")
             except NotImplementedError:  # the solo and threads pools cannot
                 logger.warning(
-                    "flask_execute: the %s pool cannot terminate cancelled tasks; they "
+                    "the %s pool cannot terminate cancelled tasks; they "
                     "run until they stop by themselves",
                     type(c.pool).__module__,
                 )

@@ -114,7 +114,7 @@ def _release_when_done(state: AppState, keeper: Waiting, task_id: str) -> None:
         try:
             keeper.release(task_id)
         except Exception as exc:  # a worker's sweep publishes it later
-            logger.warning("flask_execute: could not release the calls after %s: %s", task_id, exc)
+            logger.warning("could not release the calls after %s: %s", task_id, exc)
 
     def on_change() -> None:
         # Not on a cancel here: the task may still be running; its stored end (REVOKED,
@@ -140,7 +140,7 @@ def _release_after(sender: Any = None, task_id: str | None = None, **kwargs: Any
     try:
         waiting_calls(state).release(task_id)
     except Exception as exc:  # the sweep publishes them later
-        logger.warning("flask_execute: could not release the calls after %s: %s", task_id, exc)
+        logger.warning("could not release the calls after %s: %s", task_id, exc)
 
 
 signals.task_postrun.connect(_release_after, weak=False)
@@ -185,7 +185,7 @@ class SweepWaiting(bootsteps.StartStopStep):  # type: ignore[misc]
                 keeper.sweep()
             except Exception as exc:  # the backend is down: look again next time
                 if not failing:
-                    logger.warning("flask_execute: could not sweep the waiting calls: %s", exc)
+                    logger.warning("could not sweep the waiting calls: %s", exc)
                 failing = True
                 continue
             failing = False
@@ -203,7 +203,7 @@ def flask_execute_cancel_task(app: Flask, task_id: str) -> bool | None:
     except ConfigurationError:  # no call waits with this backend
         return None
     except Exception as exc:  # the backend is down: the 'cancel' plugin marks it
-        logger.warning("flask_execute: could not look for %s among waiting calls: %s", task_id, exc)
+        logger.warning("could not look for %s among waiting calls: %s", task_id, exc)
         return None
 
 

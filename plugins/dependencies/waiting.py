@@ -205,13 +205,13 @@ class Waiting:
             args[0] = self.state.wire.renew_call(args[0], task_id=task_id, due=due, chunk=chunk)
             task = celery_app.tasks[message["task"]]
         except Exception as exc:  # it can never be sent (keys rotated away ...): say so
-            logger.warning("flask_execute: %s, which waited, cannot be sent: %s", task_id, exc)
+            logger.warning("%s, which waited, cannot be sent: %s", task_id, exc)
             self.backend.mark_as_failure(task_id, exc)
             return
         try:
             task.publish(args, message["kwargs"], task_id=task_id, **options)
         except Exception as exc:  # the broker: keep it for the next sweep, never lose it
-            logger.warning("flask_execute: could not publish %s, which waited: %s", task_id, exc)
+            logger.warning("could not publish %s, which waited: %s", task_id, exc)
             pipe = self.client.pipeline()
             pipe.set(self.prefix + "msg:" + task_id, raw, ex=self.ttl)
             pipe.zadd(self.pending, {task_id: 0})

@@ -51,7 +51,8 @@ class Deadline:
 
     def __init__(self, timeout: float, io: float | None, policy: Mapping[str, Any]) -> None:
         self.timeout = timeout
-        self.end = time.monotonic() + timeout
+        self.started = time.monotonic()
+        self.end = self.started + timeout
         #: The longest one socket operation may take.
         self.io = io if io is not None else timeout / 4
         self.policy = policy

@@ -4,6 +4,7 @@ round trip (kombu's publish batch)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import kombu.exceptions
 from celery.utils.time import maybe_make_aware
 from kombu.utils.url import maybe_sanitize_url
 
+from flask_execute.config import user_key
 from flask_execute.errors import BrokerUnavailable
 
 from .deadline import (
@@ -143,9 +145,11 @@ def unavailable(
         what = str(exc)
     else:
         url = maybe_sanitize_url(state.celery_app.conf.broker_url)
+        took = time.monotonic() - deadline.started
         what = (
-            f"the broker at {url} did not answer in time ({cause}; CELERY_SUBMIT_TIMEOUT "
-            f"is {deadline.timeout}s): start it, or set CELERY_BROKER_URL to one that runs"
+            f"the broker at {url} did not answer ({cause}; gave up after {took:.2f}s, "
+            f"CELERY_SUBMIT_TIMEOUT is {deadline.timeout:g}s): start it, or set "
+            f"{user_key(state.app.config, 'broker_url') or 'CELERY_BROKER_URL'} to one that runs"
         )
     if not maybe:
         outcome = "nothing was published (task ids in the error's task_ids)"

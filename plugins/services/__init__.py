@@ -6,7 +6,8 @@ machinery: the
 :class:`~flask_execute.plugins.services.supervisor.ProcessSupervisor` (start on the first
 send, readiness, one set per host, stop at exit), spawning each service with the
 running interpreter tied to this process by a lifeline, and the development broker
-fallback (:mod:`~flask_execute.plugins.services.fallback`).
+fallback (:mod:`~flask_execute.plugins.services.fallback`) and the development
+isolation of queues and exchanges (:mod:`~flask_execute.plugins.services.isolation`).
 
 Blocked, local services are off: nothing starts by itself, ``celery.start()`` says
 so, and there is never a fallback broker.
@@ -28,6 +29,7 @@ from flask_execute.processes import COLD_GRACE, ServiceProcess, spawn
 from flask_execute.runtime import WORKER_ENV, AppState
 
 from .fallback import CHOICE_ENV, choose_broker
+from .isolation import isolate
 from .supervisor import ProcessSupervisor, log_path
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ def flask_execute_configure_celery(app: Flask, settings: dict[str, Any]) -> None
     managed = bool(app.config["CELERY_START_LOCAL_WORKERS"])
     if managed and not settings.get("task_always_eager"):
         choose_broker(app, settings)
+        isolate(app, settings)
 
 
 @hookimpl(trylast=True)
@@ -136,5 +139,5 @@ def service_env(state: AppState, service: Service) -> dict[str, str]:
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([os.getcwd(), *paths]))
     env.update(service.env)
-    logger.debug("flask_execute: %s loads %s", service.name, env[APP_ENV])
+    logger.debug("%s loads %s", service.name, env[APP_ENV])
     return env

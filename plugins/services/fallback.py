@@ -54,7 +54,7 @@ def choose_broker(app: Flask, settings: dict[str, Any]) -> str:
         return choice
     _use_filesystem(Path(app.instance_path) / "celery-broker", settings)
     logger.warning(
-        "flask_execute: no CELERY_BROKER_URL is set and nothing answers at "
+        "no CELERY_BROKER_URL is set and nothing answers at "
         "redis://localhost:6379: using a filesystem broker in %s (development only; "
         "start Redis or set CELERY_BROKER_URL for anything else)",
         Path(app.instance_path) / "celery-broker",

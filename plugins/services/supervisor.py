@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from flask_execute.config import files_dir
 from flask_execute.errors import ServiceError
+from flask_execute.importing import refuse_unguarded, refuse_while_loading
 from flask_execute.inspection import own_connection
 from flask_execute.processes import ServiceProcess, stop_all
 from flask_execute.services import Service
@@ -90,6 +91,7 @@ class ProcessSupervisor:
         config = self.state.app.config
         if self.state.in_worker or not config["CELERY_START_LOCAL_WORKERS"]:
             return
+        refuse_unguarded(self.state.app.import_name, "submits work")
         # The result listener is needed next: set it up while the workers boot. Tasks
         # reach a worker through its queue, so its remote control need not answer yet.
         self.start(while_booting=self.state.futures.source, answer_control=False)
@@ -108,6 +110,8 @@ class ProcessSupervisor:
         :param answer_control: also wait until every new worker answers a ping, so that
             ``status()``, ``inspect`` and ``control`` reach it at once.
         """
+        refuse_while_loading("starts local services")
+        refuse_unguarded(self.state.app.import_name, "starts local services")
         timeout = self.timeout if timeout is None else timeout
         with self._lock:
             self._closing = False
@@ -142,7 +146,7 @@ class ProcessSupervisor:
             missing -= {name for reply in replies or () for name in reply}
         if missing:
             logger.warning(
-                "flask_execute: %s started but did not answer remote control within %gs",
+                "%s started but did not answer remote control within %gs",
                 ", ".join(sorted(missing)),
                 timeout,
             )
@@ -176,7 +180,7 @@ class ProcessSupervisor:
                 (s, p) for s, p in started if s.node in online and online[s.node] != p.pid
             ]
             for service, process in duplicates:
-                logger.info("flask_execute: worker %s is already running", service.node)
+                logger.info("worker %s is already running", service.node)
                 self.processes.pop(service.name, None)
                 started.remove((service, process))
             stop_all([p for _, p in duplicates], 5.0)
@@ -192,7 +196,7 @@ class ProcessSupervisor:
             raise
         if started:
             logger.info(
-                "flask_execute: started %s (logs in %s)",
+                "started %s (logs in %s)",
                 ", ".join(s.name for s, _ in started),
                 files_dir(self.state.app),
             )
@@ -240,7 +244,7 @@ class ProcessSupervisor:
         except BlockingIOError:
             os.close(fd)
             logger.info(
-                "flask_execute: local services of this app are run by another process "
+                "local services of this app are run by another process "
                 "(lock %s); this one takes over if that one exits",
                 path,
             )
@@ -271,7 +275,7 @@ class ProcessSupervisor:
                 try:
                     self._launch(self._missing(), self.timeout)
                 except Exception as exc:
-                    logger.error("flask_execute: taking over local services failed: %s", exc)
+                    logger.error("taking over local services failed: %s", exc)
 
         threading.Thread(target=take_over, name="flask_execute-services", daemon=True).start()
 
