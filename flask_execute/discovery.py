@@ -65,9 +65,9 @@ def load_cli_app(ctx: click.Context) -> Flask:
     a :exc:`click.ClickException` if it does not use flask_execute."""
     info = ctx.ensure_object(ScriptInfo)
     cwd_importable()
-    with loading(info.app_import_path):
-        app = info.load_app()
     try:
+        with loading(info.app_import_path):
+            app = info.load_app()
         celery_app_of(app)
     except ConfigurationError as error:
         raise click.ClickException(str(error)) from None
