@@ -121,9 +121,9 @@ class CeleryExecutor(cf.Executor):
 
         ``cancel_futures`` cancels the calls that have not started. Celery tells no one
         when a call starts unless asked to: a call counts as started once its Future
-        left the ``PENDING`` state, which takes ``CELERY_TASK_TRACK_STARTED = True``
-        (``STARTED``) or a progress report (``PROGRESS``) from the call itself. Without
-        either, a running call is cancelled too (see :meth:`Future.cancel
+        left the ``PENDING`` state: ``STARTED``, tracked by default, or a progress
+        report. With ``CELERY_TASK_TRACK_STARTED = False`` and no report, a running
+        call is cancelled too (see :meth:`Future.cancel
         <flask_execute.Future.cancel>`).
         """
         with self._condition:

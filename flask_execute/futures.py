@@ -223,7 +223,7 @@ class Future(cf.Future[T]):
         self._run_callbacks([call], None)
 
     def add_progress_callback(self, fn: Callable[..., Any]) -> None:
-        """Call ``fn(future)`` (or ``fn()``) on every state update before the task ends."""
+        """Call ``fn(future)`` (or ``fn()``) on each state the call records (not ``STARTED``)."""
         wrapped = self._wrap_callback(fn)
         self._progress_callbacks.append(lambda _future: self._run_callbacks([wrapped], None))
 
@@ -357,8 +357,8 @@ class Future(cf.Future[T]):
             if state == PROGRESS:
                 self._progress = Progress.from_info(info) or self._progress
         self._notify()
-        for callback in list(self._progress_callbacks):
-            callback(self)
+        for callback in [] if state == states.STARTED else list(self._progress_callbacks):
+            callback(self)  # STARTED is the worker's mark, not a report from the call
 
     def set_result(self, result: Any) -> None:
         """Finish with ``result`` (a second answer for the same task is ignored)."""
