@@ -29,7 +29,7 @@ from flask_execute.errors import time_limit_error
 from flask_execute.refs import resolve
 from flask_execute.retrying import RetryPolicy, unwrap
 from flask_execute.runtime import RUN_CHUNK
-from flask_execute.tasks import CHUNK_ATTRIBUTE
+from flask_execute.tasks import CHUNK_ATTRIBUTE, refusing
 from flask_execute.wire import SKIPPED
 
 if TYPE_CHECKING:
@@ -49,9 +49,10 @@ def register_chunk_task(state: AppState) -> celery.Task:
         wire, config = state.wire, state.app.config
         chunk_id = str(task.request.id)
         # Verified (bound to this id, fresh) before anything is unpickled, as a call is.
-        fn, kwargs, calls = wire.unpack_calls(
-            token, task_id=chunk_id, max_age=config["CELERY_TOKEN_MAX_AGE"]
-        )
+        with refusing(task):
+            fn, kwargs, calls = wire.unpack_calls(
+                token, task_id=chunk_id, max_age=config["CELERY_TOKEN_MAX_AGE"]
+            )
         fn, policy = unwrap(fn)
         limit = config["CELERY_MAX_PAYLOAD"]
         ids = [call_id(chunk_id, i) for i in range(len(calls))]

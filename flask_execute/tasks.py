@@ -8,8 +8,10 @@ to the extension keeps its behaviour: the class used is a subclass of both.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,7 @@ from celery.exceptions import Ignore, Reject, Retry, WorkerLostError
 from celery.utils.time import maybe_iso8601, maybe_make_aware
 
 from flask_execute.dedup import freeing
-from flask_execute.errors import time_limit_error
+from flask_execute.errors import SignatureError, time_limit_error
 from flask_execute.refs import resolve
 from flask_execute.retrying import unwrap
 from flask_execute.runtime import RUN_TASK, Message
@@ -137,6 +139,17 @@ class TaskMixin:
         )
 
 
+@contextlib.contextmanager
+def refusing(task: celery.Task) -> Iterator[None]:
+    """A :exc:`SignatureError` raised in the block names the worker that refused the
+    call: with several hosts, the one whose keys differ."""
+    try:
+        yield
+    except SignatureError as exc:
+        host = task.request.hostname or socket.gethostname()
+        raise SignatureError(f"worker {host} refused the call: {exc}") from None
+
+
 def due_time(countdown: float | None = None, eta: datetime | str | None = None) -> float | None:
     """When a message sent with Celery's ``countdown`` or ``eta`` is due, as POSIX time
     (``None``: at once). A naive ``eta`` is UTC, as Celery reads it."""
@@ -183,7 +196,8 @@ def register_run_task(state: AppState) -> celery.Task:
         # refused) and to an age (a stale copy is refused), before anything is unpickled.
         task_id = str(task.request.id)
         max_age = config["CELERY_TOKEN_MAX_AGE"]
-        fn, args, kwargs = wire.unpack_call(token, task_id=task_id, max_age=max_age)
+        with refusing(task):
+            fn, args, kwargs = wire.unpack_call(token, task_id=task_id, max_age=max_age)
         fn, policy = unwrap(fn)
         limit = config["CELERY_MAX_PAYLOAD"]
         try:
