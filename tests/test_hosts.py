@@ -264,8 +264,13 @@ def test_a_worker_with_another_key_refuses_the_call_naming_itself(lan, hosts):
         hosts.wait_workers("w3")
         ids = submit(lan, 1, 0, queue="rogue")
         (refused,) = results(lan, ids)
+        mapped = lan.get("/map?n=2&queue=rogue", timeout=30)  # a map's chunk, the same
     finally:
         hosts.stop("w3")
+    assert mapped is not None and len(mapped) == 2, lan.log("web.log")
+    for call in mapped:
+        assert call.get("error") == "SignatureError", call
+        assert call["message"].startswith("worker w3@"), call
     assert refused.get("error") == "SignatureError", refused
     assert refused["message"].startswith("worker w3@"), refused
     assert "refused the call: payload signature does not match" in refused["message"]

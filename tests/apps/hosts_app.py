@@ -68,17 +68,29 @@ def submit() -> Any:
 
 @app.get("/results")
 def results() -> Any:
-    timeout = float(request.args.get("timeout", 20))
+    futures = [celery.get(task_id) for task_id in request.args["ids"].split(",")]
+    return jsonify(outcomes(futures, float(request.args.get("timeout", 20))))
+
+
+@app.get("/map")
+def map_calls() -> Any:
+    """``celery.map`` of ``n`` calls to ``queue``, and what each call became."""
+    count, queue = int(request.args["n"]), request.args["queue"]
+    pool = celery.map(where, *([0] for _ in range(count)), queue=queue)
+    return jsonify(outcomes(list(pool), float(request.args.get("timeout", 20))))
+
+
+def outcomes(futures: list[Any], timeout: float) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     out = []
-    for task_id in request.args["ids"].split(","):
-        future = celery.get(task_id)
+    for future in futures:
+        task_id = future.id
         try:
             left = max(0.1, deadline - time.monotonic())
             out.append({"id": task_id, "ok": future.result(timeout=left)})
         except Exception as exc:  # the test reads what each call became
             out.append({"id": task_id, "error": type(exc).__name__, "message": str(exc)})
-    return jsonify(out)
+    return out
 
 
 @app.get("/started")
