@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -241,8 +243,6 @@ def pip_install_target(source: Path, target: Path, *options: str) -> None:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nothing listens on right now."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind((REDIS_HOST, 0))
         port: int = sock.getsockname()[1]
@@ -465,6 +465,53 @@ def made_apps(
     finally:
         for app in apps:
             app.extensions["celery"].stop(timeout=stop_timeout)
+
+
+# -- RabbitMQ --------------------------------------------------------------------------
+
+#: Where the suite's RabbitMQ answers (``tests/run.sh`` starts it, guest/guest).
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def rabbitmq_answers(timeout: float = 1.0) -> bool:
+    """Whether something accepts connections at :data:`RABBITMQ`."""
+    try:
+        socket.create_connection(RABBITMQ, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def rabbitmqctl(*args: str) -> bool:
+    """Run ``rabbitmqctl args...``; whether it succeeded (``False`` if not installed)."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        return False
+    # Not marked as this run's: an Erlang helper it may leave is no orphan of ours.
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_EXECUTE_TEST_RUN"}
+    done = subprocess.run([ctl, *args], env=env, capture_output=True, timeout=60)
+    return done.returncode == 0
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost(tag: str) -> Iterator[str]:
+    """An ``amqp://`` URL of a virtual host of this run's own (``tag`` names the user of
+    it), guest allowed everything, deleted at the end with all it holds. Skips the test
+    when no RabbitMQ answers; fails when ``rabbitmqctl`` cannot make the vhost."""
+    import pytest
+
+    if not rabbitmq_answers():
+        pytest.skip(f"no RabbitMQ answers at {RABBITMQ[0]}:{RABBITMQ[1]} (tests/run.sh starts one)")
+    vhost = f"flask_execute-test-{RUN_ID[:12]}-{tag}"
+    made = rabbitmqctl("add_vhost", vhost)
+    try:
+        assert made and rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"), (
+            f"rabbitmqctl could not make the virtual host {vhost!r}"
+        )
+        yield f"amqp://guest:guest@{RABBITMQ[0]}:{RABBITMQ[1]}/{vhost}"
+    finally:
+        if made:
+            rabbitmqctl("delete_vhost", vhost)
 
 
 #: Config of an app that must never reach a broker: nothing listens on port 1.

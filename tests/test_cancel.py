@@ -3,8 +3,8 @@ and queued tasks that never run, against real workers on Redis, RabbitMQ and the
 filesystem broker of the development fallback.
 
 Each broker gets one worker (``tests.apps.cancel_app``, prefork, two processes) for the
-module. RabbitMQ runs the tests in a virtual host of this test run's own (made with
-``rabbitmqctl`` and deleted at the end; the default one otherwise), with the run's
+module. RabbitMQ runs the tests in a virtual host of this test run's own
+(:func:`tests.helpers.rabbitmq_vhost`, deleted at the end), with the run's
 Redis database as result backend. The functions signal through that Redis database.
 On the filesystem broker both sides write message files whole (``put_whole``): kombu's
 own transport lets a worker read a file it has not finished writing and stop
@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import os
-import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -43,7 +40,6 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.timeout(120)
 
 APP = "tests.apps.cancel_app:app"
-AMQP = ("127.0.0.1", 5672)
 
 
 @dataclass
@@ -75,32 +71,10 @@ class Node:
 # -- brokers ---------------------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str) -> bool:
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
-        return False
-    # Not marked as this run's: an Erlang helper it may leave is no orphan of ours.
-    env = {k: v for k, v in os.environ.items() if k != "FLASK_EXECUTE_TEST_RUN"}
-    done = subprocess.run([ctl, *args], env=env, capture_output=True, timeout=60)
-    return done.returncode == 0
-
-
 @pytest.fixture(scope="module")
 def amqp_url() -> Iterator[str]:
-    try:
-        socket.create_connection(AMQP, timeout=1).close()
-    except OSError:
-        pytest.skip("no RabbitMQ answers at 127.0.0.1:5672")
-    vhost = f"flask_execute-test-{helpers.RUN_ID[:12]}"
-    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
-        "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"
-    ):
-        try:
-            yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-        finally:
-            _rabbitmqctl("delete_vhost", vhost)
-    else:  # the queue is still the run's own (cancel_app.QUEUE)
-        yield "amqp://guest:guest@127.0.0.1:5672//"
+    with helpers.rabbitmq_vhost("cancel") as url:
+        yield url
 
 
 def _settings(name: str, broker_url: str, folder: Path, request: Any) -> dict[str, Any]:
