@@ -3,12 +3,14 @@
 However many processes start beat (each web process in development, a replica per
 host in production), only the holder of the lock sends scheduled tasks:
 
-* Redis broker: a key set with ``SET NX`` and a short expiry
-  (``CELERY_BEAT_LOCK_TIMEOUT``), renewed by the holder on every tick (redis-py's
-  :class:`redis.lock.Lock`). A waiting beat tries again every few seconds and takes
-  over once the key is released (clean stop) or has expired (the holder died).
-* Any other broker: an exclusive :func:`fcntl.flock` on ``<schedule file>.lock``,
-  released by the kernel when the holder exits; one beat per host.
+* A Redis broker, or a Redis result backend (RabbitMQ with Redis results): a key set
+  with ``SET NX`` and a short expiry (``CELERY_BEAT_LOCK_TIMEOUT``), renewed by the
+  holder on every tick (redis-py's :class:`redis.lock.Lock`). A waiting beat tries
+  again every few seconds and takes over once the key is released (clean stop) or has
+  expired (the holder died).
+* No Redis at all (the filesystem broker of development): an exclusive
+  :func:`fcntl.flock` on ``<schedule file>.lock``, released by the kernel when the
+  holder exits; one beat per host.
 
 A waiting beat does not open the schedule file, so beats sharing one file never
 corrupt it. Start beat with::
@@ -71,7 +73,7 @@ class BeatLock(Protocol):
 class RedisBeatLock:
     """A lock in Redis with an expiry the holder renews (RedBeat-style).
 
-    :param url: the Redis URL (the broker's).
+    :param url: the Redis URL (the broker's, or the result backend's).
     :param key: the lock's key.
     :param timeout: seconds the lock lives unless renewed.
     """
@@ -170,12 +172,24 @@ def lock_timeout(celery_app: celery.Celery) -> float:
     return float(celery_app.conf.get(LOCK_TIMEOUT_SETTING) or DEFAULT_LOCK_TIMEOUT)
 
 
+#: URL schemes redis-py connects to (``Redis.from_url``).
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def lock_url(celery_app: celery.Celery) -> str | None:
+    """Where the beat lock lives: the broker when it is Redis, else the result backend
+    when that is Redis (an ``amqp://`` broker), else nowhere (``None``: a file lock)."""
+    for url in (celery_app.conf.broker_url, celery_app.conf.result_backend):
+        if isinstance(url, str) and url.startswith(_REDIS_SCHEMES):
+            return url
+    return None
+
+
 def make_lock(celery_app: celery.Celery, schedule_file: str) -> BeatLock:
-    """The lock for this app's beat: in Redis for a Redis broker, else on a file."""
-    timeout = lock_timeout(celery_app)
-    url = str(celery_app.conf.broker_url or "")
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBeatLock(url, lock_key(celery_app), timeout)
+    """The lock for this app's beat: in Redis (:func:`lock_url`), else on a file."""
+    url = lock_url(celery_app)
+    if url is not None:
+        return RedisBeatLock(url, lock_key(celery_app), lock_timeout(celery_app))
     return FileBeatLock(f"{schedule_file}.lock")
 
 

@@ -109,12 +109,13 @@ def check_celery_settings(config: Mapping[str, Any], settings: Mapping[str, Any]
         if value is not None:
             items = value.split(",") if isinstance(value, str) else list(value)
             _check_content(spelled(name), items)
+    # Before the URLs: Celery 5 knows no amqp:// backend, which is no typo to report.
+    _check_backend_kind(spelled("result_backend"), settings.get("result_backend"))
     for name in _URL_SETTINGS:
         value = settings.get(name)
         if value:
             for url in value.split(";") if isinstance(value, str) else list(value):
                 _check_url(spelled(name), name, str(url).strip())
-    _check_backend_kind(spelled("result_backend"), settings.get("result_backend"))
     for name, value in settings.items():
         if name in _NUMERIC_SETTINGS and isinstance(value, str):
             raise ConfigurationError(f"{spelled(name)} must be a number, not the string {value!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celery.backends.base import DisabledBackend
 from kombu.exceptions import OperationalError
 
 from flask_execute.config import require_seconds
@@ -133,6 +134,25 @@ def _errors(conn: Any, deadline: Deadline) -> tuple[type[BaseException], ...]:
     return errors + deadline.channel_errors + BATCH_ERRORS
 
 
+@hookimpl(tryfirst=True)
+def flask_execute_prepare_send(app: Flask) -> None:
+    # Before the local services start for a send that could never have a Future.
+    _require_backend(AppState.of(app))
+
+
+def _require_backend(state: AppState) -> Any:
+    """The application's result backend; refused when there is none (an ``amqp://``
+    broker without ``CELERY_RESULT_BACKEND``, or the ``config`` plugin blocked)."""
+    backend = state.celery_app.backend
+    if isinstance(backend, DisabledBackend):
+        raise ConfigurationError(
+            "no result backend is configured, and futures need one: set "
+            "CELERY_RESULT_BACKEND, e.g. to redis://localhost:6379/0 (the 'config' plugin "
+            "defaults it only to a Redis broker's URL); nothing was sent"
+        )
+    return backend
+
+
 @hookimpl(trylast=True)
 def flask_execute_run_task(run: Callable[[], Any]) -> Any:
     return run()
@@ -142,17 +162,10 @@ def flask_execute_run_task(run: Callable[[], Any]) -> Any:
 def flask_execute_make_result_source(app: Flask) -> ResultSource:
     # Imported here: Celery's Redis backend pulls in redis.asyncio (~80 ms), and by now
     # the backend itself has loaded it anyway.
-    from celery.backends.base import DisabledBackend
     from celery.backends.redis import RedisBackend
 
     state = AppState.of(app)
-    backend = state.celery_app.backend
-    if isinstance(backend, DisabledBackend):
-        raise ConfigurationError(
-            "no result backend is configured, and futures need one: set "
-            "CELERY_RESULT_BACKEND (the 'config' plugin defaults it to a Redis broker's "
-            "URL); nothing was sent"
-        )
+    backend = _require_backend(state)
     if isinstance(backend, RedisBackend):
         # Half the submit budget for the subscription, the rest for the broker.
         timeout = float(app.config["CELERY_SUBMIT_TIMEOUT"]) / 2
