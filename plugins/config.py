@@ -10,7 +10,8 @@ worker held to another worker after :data:`VISIBILITY_TIMEOUT` (see "Broker and 
 faults" in the services documentation).
 
 Blocked, nothing is defaulted: configure ``CELERY_BROKER_URL`` and
-``CELERY_RESULT_BACKEND`` yourself (``init_app`` says so when the backend is missing).
+``CELERY_RESULT_BACKEND`` yourself (the first submit says so when the backend is
+missing, before anything starts or is sent).
 """
 
 from __future__ import annotations
