@@ -46,7 +46,8 @@ except OSError:
 PY
 }
 
-# The cancel tests run against RabbitMQ too (in a virtual host of their own).
+# tests/test_rabbitmq.py and the cancel tests run against RabbitMQ (each in a virtual
+# host of their own).
 if ! rabbitmq_answers; then
   if ! command -v rabbitmq-server >/dev/null 2>&1; then
     echo "RabbitMQ is not installed: installing rabbitmq-server with apt-get" >&2

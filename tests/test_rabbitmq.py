@@ -24,7 +24,7 @@ from celery import states
 from flask import Flask
 
 from flask_execute import Celery, ConfigurationError
-from flask_execute.beat import RedisBeatLock, lock_key, make_lock
+from flask_execute.beat import RedisBeatLock, lock_key, lock_url, make_lock
 from tests import helpers
 from tests.apps import rabbit_app
 from tests.helpers import wait_for
@@ -204,7 +204,6 @@ def test_the_beat_lock_is_in_the_redis_backend_when_the_broker_is_not_redis(tmp_
         CELERY_RESULT_BACKEND="redis://127.0.0.1:6379/3",
         CELERY_START_LOCAL_WORKERS=False,
     )
-    lock = make_lock(Celery(app).celery_app, str(tmp_path / "schedule"))
-    assert isinstance(lock, RedisBeatLock)
-    kwargs = lock._lock.redis.connection_pool.connection_kwargs
-    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6379, 3)
+    celery_app = Celery(app).celery_app
+    assert lock_url(celery_app) == "redis://127.0.0.1:6379/3"
+    assert isinstance(make_lock(celery_app, str(tmp_path / "schedule")), RedisBeatLock)
