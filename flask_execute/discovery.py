@@ -15,6 +15,7 @@ import click
 from flask import Flask
 from flask.cli import ScriptInfo
 
+from flask_execute import config_snapshot
 from flask_execute.errors import ConfigurationError
 from flask_execute.importing import loading
 from flask_execute.markers import NAME
@@ -42,7 +43,10 @@ def load_app(import_path: str | None = None) -> Flask:
     path = import_path or os.environ.get(APP_ENV) or os.environ.get("FLASK_APP")
     cwd_importable()
     with loading(path):
-        return ScriptInfo(app_import_path=path).load_app()
+        app = ScriptInfo(app_import_path=path).load_app()
+    # Again once the factory returned: config it set after init_app must not win.
+    config_snapshot.apply(app)
+    return app
 
 
 def load_celery_app(import_path: str | None = None) -> celery.Celery:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, overload
 import celery
 from flask import Blueprint, Flask, current_app, has_app_context
 
+from flask_execute import config_snapshot
 from flask_execute.batching import Batch, open_batch
 from flask_execute.calls import map_calls, pop_options, submit_call
 from flask_execute.celery_app import CeleryApp, main_name
@@ -82,6 +83,7 @@ class Celery:
         """
         if NAME in app.extensions:
             raise RuntimeError(f"flask_execute is already registered on {app.name!r}")
+        config_snapshot.apply(app)  # a service we started: the starting app's config
         blocked = check_disabled_plugins(app.config.get("CELERY_DISABLED_PLUGINS", []))
         pm = PluginManager(blocked=blocked, plugins=self.plugins)
         pm.check_required()

@@ -23,9 +23,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flask_execute import config_snapshot
 from flask_execute.config import files_dir
 from flask_execute.errors import ServiceError
 from flask_execute.importing import refuse_unguarded, refuse_while_loading
@@ -170,8 +172,14 @@ class ProcessSupervisor:
         deadline = time.monotonic() + timeout
         probe = _OnlineProbe(self.state, [s.node for s in services if s.node])
         started: list[tuple[Service, ServiceProcess]] = []
+        snapshots: list[Path] = []
         try:
             for service in services:
+                # This app's effective config, whatever way it was built (a factory
+                # with overrides too): the service applies it when it loads the app.
+                snapshots.append(config_snapshot.write(self.state.app))
+                env = {**service.env, config_snapshot.SNAPSHOT_ENV: str(snapshots[-1])}
+                service = replace(service, env=env)
                 process = self.state.pm.spawn_service(self.state.app, service)
                 self.processes[service.name] = process
                 started.append((service, process))
@@ -194,6 +202,9 @@ class ProcessSupervisor:
             if not self.processes:
                 self._release_host_lock()
             raise
+        finally:
+            for path in snapshots:  # each service removed its own once read
+                config_snapshot.remove(path)
         if started:
             logger.info(
                 "started %s (logs in %s)",
