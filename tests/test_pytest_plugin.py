@@ -26,7 +26,7 @@ from tests.apps import factory_overrides
 pytestmark = pytest.mark.timeout(240)
 
 #: A factory app whose own default broker is dead: only the test's config can work.
-TINY = '''
+TINY = """
 import os
 
 from flask import Flask, current_app
@@ -50,17 +50,20 @@ def create_app(config=None):
 
 def read(key):
     return current_app.config.get(key)
-'''
+"""
 
 #: The same app, but a worker that loads it never gets ready.
-HANGING = TINY + '''
+HANGING = (
+    TINY
+    + """
 if os.environ.get("FLASK_EXECUTE_WORKER") == "1":
     import threading
 
     threading.Event().wait()
-'''
+"""
+)
 
-CONFTEST = '''
+CONFTEST = """
 import os
 
 import pytest
@@ -78,7 +81,7 @@ def app(tmp_path):
             "ONLY_HERE": "from the test",
         }
     )
-'''
+"""
 
 
 def run_pytest(folder: Path, broker_url: str, *args: str) -> str:
