@@ -391,7 +391,14 @@ def start_script(module: str, env: dict[str, str]) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_interruptible,
     )
+
+
+def _interruptible() -> None:
+    # A shell's background job (CI run with `&`) ignores SIGINT, and the child inherits
+    # that: give it the default, so that Python turns Ctrl-C into KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_line(proc: subprocess.Popen[str], prefix: str) -> str:

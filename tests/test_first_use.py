@@ -120,7 +120,7 @@ def test_status_on_a_dead_broker_is_a_clean_error_with_the_real_time(tmp_path):
     message = str(info.value)
     assert message.startswith("the broker at redis://127.0.0.1:1/0 did not answer")
     assert "CELERY_BROKER_URL" in message
-    assert _given_up_after(message) <= took
+    assert _given_up_after(message) <= took + 0.005  # the message rounds to 0.01 s
     with pytest.raises(BrokerUnavailable, match="CELERY_BROKER_URL"):
         celery.inspect.ping()
 

@@ -286,7 +286,7 @@ def test_services_die_with_the_flask_process(shape, signum):
         family = helpers.family_pids(services.values())
         assert len(family) > 2  # worker main processes and their pool children
         os.kill(proc.pid, signum)
-        proc.wait(timeout=30)  # SIGINT stops the services warm first
+        proc.wait(timeout=30)
         helpers.wait_for(
             lambda: not any(psutil.pid_exists(p) for p in family),
             timeout=8,
