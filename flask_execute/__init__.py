@@ -14,6 +14,7 @@ or its pytest plugin in every test session, does not pull in Flask and Celery.
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ _LAZY = {
     "hookimpl": "flask_execute.markers",
 }
 
+#: The installed distribution's version, e.g. ``"0.2.0"``.
+__version__: str = _version("flask-execute")
+
 __all__ = [
     "BrokerUnavailable",
     "Celery",
@@ -84,6 +88,7 @@ __all__ = [
     "TaskFailed",
     "TimeLimitError",
     "UnknownTaskError",
+    "__version__",
     "as_completed",
     "current_task",
     "hookimpl",

@@ -24,6 +24,7 @@ from urllib.request import url2pathname
 
 import pytest
 
+import flask_execute
 from flask_execute.manager import DEFAULT_PLUGINS
 from tests import helpers
 
@@ -53,7 +54,7 @@ PROBE = textwrap.dedent("""
 """)
 
 #: What a wheel build needs from the source tree.
-SOURCES = ("pyproject.toml", "README.rst", "flask_execute", "plugins")
+SOURCES = ("pyproject.toml", "README.rst", "LICENSE", "flask_execute", "plugins")
 
 
 def _probe(env: dict[str, str], cwd: Path) -> dict[str, Any]:
@@ -107,7 +108,31 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (built,) = dist.glob("flask_execute-*.whl")
+    (dist / "build.log").write_text(out.stdout + out.stderr, encoding="utf-8")
     return built
+
+
+def test_version_is_the_projects_and_above_the_original() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    declared = tomllib.loads((helpers.ROOT / "pyproject.toml").read_text("utf-8"))
+    # A stale flask_execute.egg-info in the checkout would answer here: reinstall.
+    assert flask_execute.__version__ == declared["project"]["version"]
+    # the original flask-execute is 0.1.6 on the package index; pip -U must pick us
+    assert tuple(int(p) for p in flask_execute.__version__.split(".")[:3]) > (0, 1, 6)
+
+
+def test_wheel_declares_its_license_without_setuptools_warnings(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as whl:
+        (meta,) = [n for n in whl.namelist() if n.endswith(".dist-info/METADATA")]
+        headers = whl.read(meta).decode()
+        shipped = whl.namelist()
+    assert "License-Expression: MIT" in headers.splitlines()
+    assert "License-File: LICENSE" in headers.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in shipped)
+    log = (wheel.parent / "build.log").read_text("utf-8")
+    # what setuptools printed before PEP 639: "`project.license` as a TOML table is deprecated"
+    warned = [line for line in log.splitlines() if "deprecated" in line.lower()]
+    assert not warned, warned
 
 
 def test_wheel_contents_map_plugins_into_the_package(wheel: Path) -> None:
