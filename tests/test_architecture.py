@@ -1,7 +1,8 @@
 """The shape of the code: no import cycles, the core never imports a default plugin.
 
 Own check rather than import-linter: grimp finds a package's modules in its folder, and
-``flask_execute.plugins`` lives in ``plugins/`` (a package-dir mapping) where it cannot.
+``flask_execute.plugins`` lives in ``plugins/`` (``flask_execute/plugins`` is a symlink to
+it, which ``rglob`` does not follow) where it cannot.
 Every import counts, inside functions too (an import moved into a function to dodge a
 cycle is still a cycle); only ``if TYPE_CHECKING:`` blocks, never run, are left out.
 """
@@ -19,7 +20,7 @@ PACKAGES = {"flask_execute": ROOT / "flask_execute", "flask_execute.plugins": RO
 def _modules() -> dict[str, Path]:
     found = {}
     for package, folder in PACKAGES.items():
-        for path in folder.rglob("*.py"):
+        for path in folder.rglob("*.py"):  # not through the flask_execute/plugins symlink
             parts = path.relative_to(folder).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]

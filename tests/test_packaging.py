@@ -1,7 +1,9 @@
 """Packaging: a built wheel and the editable install both ship every default plugin.
 
-The top-level ``plugins/`` folder is installed as ``flask_execute.plugins``; ``plugins``
-itself must never be importable. Everything runs offline: the wheel is built with the
+The top-level ``plugins/`` folder is installed as ``flask_execute.plugins`` (through the
+``flask_execute/plugins`` symlink); ``plugins`` itself must never be importable, also
+when an editable install puts the checkout on ``sys.path``. mypy must find the package's
+types in both installs. Everything runs offline: the wheel is built with the
 environment's setuptools (``--no-isolation``) and installed with ``--no-deps`` into a
 target folder that a fresh interpreter puts first on its path, from a working directory
 outside the repository.
@@ -10,6 +12,7 @@ outside the repository.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +48,8 @@ PROBE = textwrap.dedent("""
         top_level = getattr(plugins, "__file__", None) or repr(plugins)
     except ModuleNotFoundError:
         top_level = None
+    except ImportError as exc:  # plugins/__init__.py refuses any name but its own
+        top_level = None if "import flask_execute.plugins" in str(exc) else repr(exc)
     print(json.dumps({
         "flask_execute": flask_execute.__file__,
         "declared": [module for _, module in DEFAULT_PLUGINS],
@@ -175,3 +180,85 @@ def test_editable_install_imports_every_default_plugin(tmp_path: Path) -> None:
         pytest.skip(f"the editable install points at another checkout: {source}")
     report = _probe(_clean_env(), tmp_path)
     _check(report, helpers.ROOT / "flask_execute", helpers.ROOT / "plugins")
+
+
+#: A user's module: mypy must see the package's own types, not ``Any``.
+USER_CODE = textwrap.dedent("""
+    from flask_execute import Celery, Future
+
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    celery = Celery()
+    future = celery.submit(add, 1, 2)
+    reveal_type(future)
+    total: Future[int] = future
+    wrong: str = future.result()
+""")
+
+
+def _venv(folder: Path) -> tuple[Path, Path]:
+    """A bare virtual environment (no pip, no dependencies): its python and purelib."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return python, Path(out.stdout.strip())
+
+
+def _mypy_sees_the_types(python: Path, tmp_path: Path) -> None:
+    """mypy, run for ``python``'s environment on a user's file, reads our annotations."""
+    user = tmp_path / "user_code"
+    user.mkdir()
+    (user / "app.py").write_text(USER_CODE, encoding="utf-8")
+    (user / "mypy.ini").write_text("[mypy]\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--python-executable", str(python),
+         "--config-file", "mypy.ini", "--cache-dir", str(tmp_path / "mypy_cache"), "app.py"],
+        cwd=user,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    report = out.stdout + out.stderr
+    assert "Cannot find implementation or library stub" not in report, report
+    # mypy 2 prints ``int``, older ones ``builtins.int``
+    revealed = r'Revealed type is "flask_execute\.futures\.Future\[(builtins\.)?int\]"'
+    assert re.search(revealed, report), report
+    assert 'expression has type "int", variable has type "str"' in report, report
+
+
+@pytest.mark.timeout(300)
+def test_mypy_sees_the_types_of_an_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+    python, purelib = _venv(tmp_path / "venv")
+    helpers.pip_install_target(wheel, purelib, "--no-index")
+    _mypy_sees_the_types(python, tmp_path)
+
+
+@pytest.mark.timeout(300)
+def test_mypy_sees_the_types_of_an_editable_install(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in SOURCES:
+        path = helpers.ROOT / name
+        if path.is_dir():
+            shutil.copytree(
+                path, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy2(path, src / name)
+    python, purelib = _venv(tmp_path / "venv")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--no-index", "--no-build-isolation", "--target", str(purelib),
+         "--editable", str(src)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    _mypy_sees_the_types(python, tmp_path)
