@@ -20,6 +20,7 @@ from flask_execute.plans import PUBLISH_OPTIONS, Plan, plan
 from flask_execute.refs import Ref, take_futures, waits_for
 from flask_execute.retrying import with_retries
 from flask_execute.runtime import Message, display_name
+from flask_execute.shown import shown_options
 from flask_execute.stream_future import StreamFuture, check_stream_backend, streams
 from flask_execute.tasks import due_time
 
@@ -100,7 +101,8 @@ def call_message(
         limit=state.app.config["CELERY_MAX_PAYLOAD"],
     )
     name = display_name(fn)
-    options = {"shadow": name, **options}
+    shown = shown_options(fn, args, kwargs, state.app.config["CELERY_SHOW_VALUES"])
+    options = {"shadow": name, **shown, **options}
     after = waits_for(refs)
     task_kwargs: dict[str, Any] = {"after": list(after)} if refs else {}
     if streams(fn):  # a generator function: its items are read as they come

@@ -24,6 +24,7 @@ from flask_execute.chunk_ids import call_id
 from flask_execute.errors import BrokerUnavailable
 from flask_execute.refs import Ref, take_futures, waits_for
 from flask_execute.runtime import Message, display_name
+from flask_execute.shown import PREVIEW_CALLS, call_repr, chunk_argsrepr, kwargs_repr, short_name
 from flask_execute.stream_future import streams
 from flask_execute.tasks import due_time
 
@@ -75,6 +76,9 @@ class ChunkBuilder:
         self.fn = fn
         self.name = display_name(fn)
         limit = state.app.config["CELERY_MAX_PAYLOAD"]
+        self.show = state.app.config["CELERY_SHOW_VALUES"]
+        self.short_name = short_name(fn)
+        self.kwargsrepr = kwargs_repr(kwargs, self.show)  # the keywords every call gets
         _, kwargs, self.shared_refs = take_futures(state, (), kwargs)
         self.shared = state.wire.dump_function(fn, kwargs, limit)
         self.room = None if limit is None else max(1, limit - len(self.shared))
@@ -92,6 +96,7 @@ class ChunkBuilder:
         self.data: list[bytes] = []
         self.calls: list[Future] = []
         self.refs: list[Ref] = list(self.shared_refs)
+        self.previews: list[str] = []  # the first calls, for the chunk's argsrepr
         self.used = 0
 
     def add(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Future:
@@ -108,6 +113,8 @@ class ChunkBuilder:
             self.close()
         self.refs += refs
         index = len(self.data)
+        if index < PREVIEW_CALLS:
+            self.previews.append(call_repr(self.short_name, args, kwargs, self.show))
         future = state.pm.make_future(state.app, call_id(self.chunk_id, index), self.name)
         self.data.append(data)
         self.calls.append(future)
@@ -122,7 +129,8 @@ class ChunkBuilder:
         state, chunk_id, count = self.state, self.chunk_id, len(self.data)
         future = ChunkFuture(chunk_id, state.futures, self.name, self.calls, state.wire, self.marks)
         token = state.wire.sign_calls(self.shared, self.data, task_id=chunk_id, due=self.due)
-        options = {"shadow": self.name, "argsrepr": f"<{count} calls>", **self.options}
+        shown = {"argsrepr": chunk_argsrepr(self.previews, count), "kwargsrepr": self.kwargsrepr}
+        options = {"shadow": self.name, **shown, **self.options}
         after = waits_for(self.refs)
         kwargs: dict[str, Any] = {"after": list(after)} if self.refs else {}
         message = Message(state.chunk_task, (token,), kwargs, options, self.name, chunk_id)

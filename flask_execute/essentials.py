@@ -37,6 +37,8 @@ KEYS: dict[str, Any] = {
     "CELERY_TOKEN_MAX_AGE": 24 * 60 * 60,
     # Largest serialized call or result, in bytes.
     "CELERY_MAX_PAYLOAD": 16 * 1024 * 1024,
+    # Show argument and result values (reprlib-cut) in Flower, events and logs.
+    "CELERY_SHOW_VALUES": True,
 }
 
 
@@ -57,6 +59,10 @@ def flask_execute_validate_config(config: Mapping[str, Any]) -> None:
     if not isinstance(config["CELERY_TRACE_HOOKS"], bool):
         raise ConfigurationError(
             f"CELERY_TRACE_HOOKS must be True or False, not {config['CELERY_TRACE_HOOKS']!r}"
+        )
+    if not isinstance(config["CELERY_SHOW_VALUES"], bool):
+        raise ConfigurationError(
+            f"CELERY_SHOW_VALUES must be True or False, not {config['CELERY_SHOW_VALUES']!r}"
         )
     folder = config["CELERY_LOG_DIR"]
     if folder is not None and not isinstance(folder, (str, os.PathLike)):

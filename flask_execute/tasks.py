@@ -25,6 +25,7 @@ from flask_execute.errors import SignatureError, time_limit_error
 from flask_execute.refs import resolve
 from flask_execute.retrying import unwrap
 from flask_execute.runtime import RUN_TASK, Message
+from flask_execute.shown import SHOWN_REQUEST, ShownResult, user_cause
 from flask_execute.streams import STREAM_ATTRIBUTE, StreamEnd, drain, stream_writer
 from flask_execute.wire import STREAM_MARK
 
@@ -134,6 +135,9 @@ class TaskMixin:
             due = due_time(countdown=countdown, eta=eta)
             token = state.wire.renew_call(request.args[0], task_id=str(request.id), due=due)
             args = (token, *request.args[1:])
+        for key in ("argsrepr", "kwargsrepr"):  # Celery's retry message drops them
+            if getattr(request, key, None):
+                options.setdefault(key, getattr(request, key))
         return super().retry(  # type: ignore[misc]
             args, kwargs, exc, throw, eta, countdown, max_retries, **options
         )
@@ -207,9 +211,8 @@ def register_run_task(state: AppState) -> celery.Task:
                 value = fn(*given, **named)
                 return run_stream(task, value) if stream else value
 
-            result = wire.pack_result(
-                state.pm.run_task(app=state.app, task=task, run=call), task_id=task_id, limit=limit
-            )
+            value = state.pm.run_task(app=state.app, task=task, run=call)
+            result = wire.pack_result(value, task_id=task_id, limit=limit)
             if stream:
                 result[STREAM_MARK] = "1"
         except _CONTROL_FLOW:
@@ -225,8 +228,11 @@ def register_run_task(state: AppState) -> celery.Task:
                     countdown=policy.delay(tries),
                     max_retries=policy.retries,
                 ) from None
-            raise wire.pack_error(error, task_id=task_id, limit=limit) from None
-        return result
+            # chained to the user's own frames: Flower and the worker's log show them
+            raise wire.pack_error(error, task_id=task_id, limit=limit) from user_cause(exc)
+        if state.eager:  # read back in this process: the envelope itself
+            return result
+        return ShownResult(result, value, config["CELERY_SHOW_VALUES"])  # type: ignore[return-value]
 
     def run_stream(task: celery.Task, generator: Any) -> StreamEnd:
         # Inside the run_task hook: the generator's body runs in the app context.
@@ -234,7 +240,13 @@ def register_run_task(state: AppState) -> celery.Task:
         return drain(generator, stream_writer(task, state.wire, state.app.config))
 
     register = state.celery_app.task(
-        name=RUN_TASK, bind=True, typing=False, shared=False, lazy=False, runs_hook_itself=True
+        name=RUN_TASK,
+        bind=True,
+        typing=False,
+        shared=False,
+        lazy=False,
+        runs_hook_itself=True,
+        Request=SHOWN_REQUEST,
     )
     task: celery.Task = register(run)
     return task

@@ -197,7 +197,7 @@ class Wire:
         return _rebuild_error(self._unpack(error.args[0], _ERROR, task_id))
 
     def _error_data(self, exc: BaseException, limit: int | None) -> bytes:
-        tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        tb = "".join(traceback.format_exception(type(exc), exc, user_frames(exc.__traceback__)))
         name = f"{type(exc).__module__}.{type(exc).__qualname__}"
         try:
             data = self.serializer.dumps((exc, tb))
@@ -317,7 +317,7 @@ _INTERNAL = tuple(
 )
 
 
-def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+def user_frames(tb: TracebackType | None) -> TracebackType | None:
     """Skip the leading frames of flask_execute, its plugins and pluggy."""
     first = tb
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_INTERNAL + _PLUGINS):
