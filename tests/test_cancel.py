@@ -28,10 +28,10 @@ import pytest
 import redis
 from celery import states
 from flask import Flask
-from flask_execute.plugins.cancel import broadcasts
 from kombu.transport import filesystem
 
 from flask_execute import Celery, Future, current_task
+from flask_execute.plugins.cancel import broadcasts
 from flask_execute.runtime import AppState
 from tests import helpers
 from tests.apps import cancel_app
