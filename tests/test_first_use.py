@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 from flask import Flask
-from flask_execute.plugins.services.isolation import own_name
 
 from flask_execute import BrokerUnavailable, Celery, ConfigurationError
+from flask_execute.plugins.services.isolation import own_name
 from tests import helpers
 
 pytestmark = pytest.mark.timeout(120)

@@ -332,9 +332,8 @@ def test_apply_reserves_no_keywords(celery):
 
 
 def test_forged_message_is_rejected_by_the_worker(celery, tmp_path):
-    from flask_execute.plugins.serializer import CloudpickleSerializer
-
     from flask_execute import SignatureError
+    from flask_execute.plugins.serializer import CloudpickleSerializer
     from flask_execute.signing import Signer
     from flask_execute.wire import Wire
     from tests.test_wire import Tripwire
