@@ -29,8 +29,7 @@ from flask_execute.errors import time_limit_error
 from flask_execute.refs import resolve
 from flask_execute.retrying import RetryPolicy, unwrap
 from flask_execute.runtime import RUN_CHUNK
-from flask_execute.shown import SHOWN_REQUEST
-from flask_execute.tasks import CHUNK_ATTRIBUTE, refusing
+from flask_execute.tasks import CHUNK_ATTRIBUTE, refusing, register_ours
 from flask_execute.wire import SKIPPED
 
 if TYPE_CHECKING:
@@ -95,17 +94,7 @@ def register_chunk_task(state: AppState) -> celery.Task:
                     cancelled |= marks.read(ids[index + 1 :])
         return wire.pack_outcomes(0, outcomes, task_id=chunk_id)
 
-    register = state.celery_app.task(
-        name=RUN_CHUNK,
-        bind=True,
-        typing=False,
-        shared=False,
-        lazy=False,
-        runs_hook_itself=True,
-        Request=SHOWN_REQUEST,
-    )
-    task: celery.Task = register(run_chunk)
-    return task
+    return register_ours(state, RUN_CHUNK, run_chunk)
 
 
 class _Retry:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -239,8 +239,14 @@ def register_run_task(state: AppState) -> celery.Task:
         setattr(task.request, STREAM_ATTRIBUTE, True)
         return drain(generator, stream_writer(task, state.wire, state.app.config))
 
+    return register_ours(state, RUN_TASK, run)
+
+
+def register_ours(state: AppState, name: str, run: Callable[..., Any]) -> celery.Task:
+    """Register one of the extension's own tasks on the app's Celery app: bound, untyped,
+    this app's only, shown by argsrepr (:mod:`flask_execute.shown`)."""
     register = state.celery_app.task(
-        name=RUN_TASK,
+        name=name,
         bind=True,
         typing=False,
         shared=False,

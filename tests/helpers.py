@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -393,6 +394,32 @@ def start_script(module: str, env: dict[str, str]) -> subprocess.Popen[str]:
         start_new_session=True,
         preexec_fn=_interruptible,
     )
+
+
+def run_to_end(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float, *, merge: bool = False
+) -> tuple[int, str, str]:
+    """Run ``command`` in its own session to its end: (returncode, stdout, stderr),
+    stderr in stdout with ``merge``. Past ``timeout`` its whole tree is stopped and the
+    test fails with what it printed."""
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_tree(proc)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(command)} did not end within {timeout}s:\n{out}\n{err or ''}")
+    finally:
+        stop_process_tree(proc)
+    return proc.returncode, out, err or ""
 
 
 def _interruptible() -> None:

@@ -8,7 +8,6 @@ its local workers start on the first submit and stop with ``celery.stop()``.
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,24 +21,8 @@ EXAMPLES = helpers.ROOT / "examples"
 @pytest.mark.timeout(180)
 def test_example_app_prints_its_results(broker_url: str, tmp_path: Path) -> None:
     env = helpers.test_env(CELERY_BROKER_URL=broker_url, CELERY_LOG_DIR=str(tmp_path / "logs"))
-    proc = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=EXAMPLES,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        helpers.stop_process_tree(proc)
-        out, err = proc.communicate()
-        pytest.fail(f"examples/app.py did not finish in 150s:\n{out}\n{err}")
-    finally:
-        helpers.stop_process_tree(proc)
-    assert proc.returncode == 0, f"{out}\n{err}"
+    returncode, out, err = helpers.run_to_end([sys.executable, "app.py"], EXAMPLES, env, 150)
+    assert returncode == 0, f"{out}\n{err}"
     lines = out.splitlines()
     assert f"broker: {broker_url}" in lines
     assert "submit: add(1, 2) = 3" in lines

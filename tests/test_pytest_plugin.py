@@ -88,21 +88,9 @@ def run_pytest(folder: Path, broker_url: str, *args: str) -> str:
     """Run ``pytest`` in ``folder`` (its own rootdir and ini); return its output."""
     env = helpers.test_env(TINY_BROKER=broker_url, GREETER_TEST_BROKER=broker_url)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    proc = subprocess.Popen(
-        [*command, "--rootdir", str(folder), *args],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    _, out, _ = helpers.run_to_end(
+        [*command, "--rootdir", str(folder), *args], folder, env, 180, merge=True
     )
-    try:
-        out, _ = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        helpers.stop_process_tree(proc)
-        out, _ = proc.communicate()
-        pytest.fail(f"the pytest session hung:\n{out}")
     return out
 
 
