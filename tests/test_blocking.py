@@ -15,7 +15,6 @@ import uuid
 import pytest
 import redis
 from flask import Flask, has_app_context
-from flask_execute.plugins.serializer import CloudpickleSerializer
 
 from flask_execute import (
     Celery,
@@ -26,6 +25,7 @@ from flask_execute import (
     hookimpl,
 )
 from flask_execute.manager import DEFAULT_PLUGINS, REQUIRED_HOOKS
+from flask_execute.plugins.serializer import CloudpickleSerializer
 from tests import helpers
 from tests.apps import services_app
 

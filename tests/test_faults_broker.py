@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask_execute.plugins import config as config_plugin
 
 from flask_execute import BrokerUnavailable, Celery
+from flask_execute.plugins import config as config_plugin
 from tests.apps import faults_app
 from tests.helpers import (
     PrivateRedis,

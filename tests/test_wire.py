@@ -9,11 +9,11 @@ import stat
 import cloudpickle
 import pytest
 from flask import Flask
-from flask_execute.plugins.serializer import CloudpickleSerializer
 from itsdangerous import base64_decode, base64_encode
 
 from flask_execute import Celery, ConfigurationError, SerializationError, SignatureError
 from flask_execute.errors import RemoteError
+from flask_execute.plugins.serializer import CloudpickleSerializer
 from flask_execute.signing import KEY_FILE, Signer, signing_keys
 from flask_execute.wire import Wire
 
