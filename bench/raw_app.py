@@ -17,7 +17,11 @@ QUEUE = "bench_raw"
 BROKER = os.environ.get("FLASK_EXECUTE_BENCH_BROKER", "redis://127.0.0.1:6379/15")
 
 app = Celery("raw_app", broker=BROKER, backend=BROKER, set_as_current=False)
-app.conf.update(task_default_queue=QUEUE, broker_connection_retry_on_startup=True)
+# task_track_started: flask_execute turns it on by default (a running call reads
+# STARTED), which costs one backend write per call; the same setting on both sides.
+app.conf.update(
+    task_default_queue=QUEUE, broker_connection_retry_on_startup=True, task_track_started=True
+)
 
 
 @app.task
