@@ -342,9 +342,10 @@ class Celery:
         Every worker that answers is listed, configured or not. Local workers
         (``CELERY_WORKERS``) that should be running but do not answer within
         ``timeout`` are ``"OFFLINE"``: those that start by themselves
-        (``CELERY_START_LOCAL_WORKERS``) or that this process started. Once every
-        expected worker answered, the call listens a moment longer (as long as the
-        answers took, at least 0.1 s) for the others, then returns
+        (``CELERY_START_LOCAL_WORKERS``) or that this process started. The call waits
+        for those and for every worker that answered the last call; once they all
+        answered, it listens a moment longer (as long as the answers took, at least
+        0.2 s) for the others, then returns
         (:func:`~flask_execute.inspection.online_workers`).
 
         :raises ~flask_execute.BrokerUnavailable: the broker did not answer.
@@ -359,7 +360,10 @@ class Celery:
             for s in state.pm.describe_services(state.app)
             if s.node and (local or s.name in running)
         }
-        online = online_workers(state.celery_app, expected, timeout)
+        # A worker that answered last time is waited for too, so a busy one is not
+        # dropped from the list by the short listen; one that stays silent is forgotten.
+        online = online_workers(state.celery_app, expected | state.answered, timeout)
+        state.answered = set(online)
         found = dict.fromkeys(sorted(online), "OK")
         for node in sorted(expected - online):
             found[node] = "OFFLINE"

@@ -37,7 +37,7 @@ DEFAULT_TIMEOUT = 1.0
 SHUTDOWN_REPLY = {"ok": "shutdown requested"}
 
 #: Seconds :func:`online_workers` listens, at least, for workers it does not expect.
-LISTEN = 0.1
+LISTEN = 0.2
 
 Destination = str | Iterable[str] | None
 

@@ -98,6 +98,8 @@ class AppState:
     :ivar futures: the :class:`~flask_execute.tracking.Tracker` of its pending Futures.
     :ivar plugin_data: free-form storage for plugins, keyed by plugin name.
     :ivar in_worker: whether this process runs tasks (it never starts local services).
+    :ivar answered: the workers that answered this process's last ``status()``; the
+        next one waits for them as for configured ones.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class AppState:
         self.plugin_data: dict[str, Any] = {}
         self.in_worker = os.environ.get(WORKER_ENV) == "1"
         self.futures = Tracker(self)
+        self.answered: set[str] = set()
         self._wire: Wire | None = None
         self._tokens: StatusTokens | None = None
         # (answer,) once the plugins were asked: None is an answer too (services off).
