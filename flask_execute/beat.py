@@ -235,10 +235,10 @@ class LockedScheduler(PersistentScheduler):  # type: ignore[misc]
         if not self._holding:
             if not lock.acquire():
                 return float(self.max_interval)
-            logger.info("beat: holding the lock; this beat sends the schedule")
             self._holding = True
             self._heap = None
-            self.setup_schedule()
+            self.setup_schedule()  # ends with the schedule file written (sync)
+            logger.info("beat: holding the lock; this beat sends the schedule")
         return float(super().tick(*args, **kwargs))
 
     def _close_store(self) -> None:
