@@ -24,6 +24,8 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The ``flask`` command of this environment.
+FLASK = str(Path(sys.executable).parent / "flask")
 RUN_ID = os.environ.setdefault("FLASK_EXECUTE_TEST_RUN", uuid.uuid4().hex)
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
@@ -72,6 +74,21 @@ def test_env(**extra: str) -> dict[str, str]:
     env.pop("FLASK_EXECUTE_TEST_IMPORTS", None)
     env.update(extra)
     return env
+
+
+def run_command(
+    args: list[str], timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a short-lived command (``flask celery status ...``) from the checkout, with
+    the test environment plus ``env``, to completion within ``timeout`` seconds."""
+    return subprocess.run(
+        args,
+        env=test_env(**env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def spawn(

@@ -17,7 +17,6 @@ import json
 import re
 import shutil
 import signal
-import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ pytestmark = pytest.mark.timeout(120)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-FLASK = str(Path(sys.executable).parent / "flask")
+FLASK = helpers.FLASK
 EXAMPLE = helpers.ROOT / "examples" / "web.py"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -17,21 +17,12 @@ from tests import helpers
 pytestmark = pytest.mark.timeout(120)
 
 BIN = Path(sys.executable).parent
-FLASK = str(BIN / "flask")
+FLASK = helpers.FLASK
 CELERY = str(BIN / "celery")
 WORKER_OPTS = ["-c", "1", "--without-gossip", "--without-mingle", "-l", "info"]
 
 
-def run(args: list[str], timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run a short-lived command (``flask celery inspect ...``) to completion."""
-    return subprocess.run(
-        args,
-        env=helpers.test_env(**env),
-        cwd=helpers.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+run = helpers.run_command
 
 
 def start(args: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:

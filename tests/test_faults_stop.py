@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from tests.apps.stops_app import count, slow
 
 pytestmark = pytest.mark.timeout(60)
 
-FLASK = str(Path(sys.executable).parent / "flask")
+FLASK = helpers.FLASK
 
 Make = Callable[..., tuple[Flask, Celery]]
 
@@ -245,14 +244,7 @@ def test_status_never_warns_about_a_flower_another_process_runs(make_app, caplog
     celery.start()
     assert "flower" in celery.processes
     env = {k: v for k, v in os.environ.items() if k.startswith("SVC_")}
-    out = subprocess.run(
-        [FLASK, "celery", "status"],
-        env=helpers.test_env(**env, FLASK_APP=stops_app.IMPORT_PATH),
-        cwd=helpers.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = helpers.run_command([FLASK, "celery", "status"], **env, FLASK_APP=stops_app.IMPORT_PATH)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"-> {worker}@" in out.stdout
     assert "flower" not in out.stderr.lower()

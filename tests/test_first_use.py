@@ -25,7 +25,7 @@ from tests import helpers
 
 pytestmark = pytest.mark.timeout(120)
 
-FLASK = str(Path(sys.executable).with_name("flask"))
+FLASK = helpers.FLASK
 GUARD = 'if __name__ == "__main__":'
 
 SCRIPT = """\

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from tests import helpers
 pytestmark = pytest.mark.timeout(90)
 
 APP = "tests.apps.hosts_app:app"
-FLASK = str(Path(sys.executable).parent / "flask")
+FLASK = helpers.FLASK
 SUBNET = "10.77.0"  # inside this run's namespaces only: no clash with anything
 ADDRESSES = {"redis": 2, "web": 3, "w1": 11, "w2": 12, "w3": 13}
 WEB = f"http://{SUBNET}.3:5000"

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import redis
@@ -22,7 +20,7 @@ from tests import helpers
 
 pytestmark = pytest.mark.timeout(120)
 
-FLASK = str(Path(sys.executable).parent / "flask")
+FLASK = helpers.FLASK
 
 
 def test_progress_reaches_the_future_with_every_paced_report(celery, m):

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import redis
@@ -31,7 +28,7 @@ from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-FLASK = str(Path(sys.executable).parent / "flask")
+FLASK = helpers.FLASK
 APP = "tests.apps.rabbit_app:create_app()"
 
 
@@ -141,14 +138,7 @@ def test_status_in_process_and_on_the_command_line(rabbit):
     status = rabbit.celery.status()
     node = next(name for name in status if name.startswith(f"{rabbit.worker}@"))
     assert status == {node: "OK"}
-    out = subprocess.run(
-        [FLASK, "celery", "status", "-j"],
-        env=helpers.test_env(FLASK_APP=APP),
-        cwd=helpers.ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = helpers.run_command([FLASK, "celery", "status", "-j"], FLASK_APP=APP)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f'"{node}": "OK"' in out.stdout
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -20,7 +18,7 @@ from tests import helpers
 
 pytestmark = pytest.mark.timeout(120)
 
-FLASK = str(Path(sys.executable).parent / "flask")
+FLASK = helpers.FLASK
 
 
 @pytest.fixture(scope="module")
